@@ -234,7 +234,9 @@ class Optimizer:
         self._one_tree: Any = None  # treedef of the single model pytree groups were cut from
         self._given_ids: list[weakref.ref] = []
         self._step_fn: Callable[..., Any] | None = None
-        self._apply_fn: Callable[..., Any] | None = None
+        self._step_variant: tuple[bool, ...] = ()  # see _compiled_step
+        self._step_variant_ready = False
+        self._decay_pattern: tuple[bool, ...] | None = None  # _zero_decay_groups(), kept until a value changes
         self._backward_cache: OrderedDict[Any, Callable[..., Any]] = OrderedDict()
         self._params_cache: Any = None
         self._step_pre_hooks: dict[int, Callable[..., Any]] = OrderedDict()
@@ -384,6 +386,7 @@ class Optimizer:
         group.tx, group.state, group.static_key = tx, state, static_key
         group.hp_values = {k: _freeze(v) for k, v in numeric.items()}
         group.static_values = {k: _freeze(hp[k]) for k in self._factory_params if k in hp and k not in numeric}
+        self._decay_pattern = None
 
     def _sync_hparams(self) -> None:
         """Push hyperparameters edited in param_groups into the functional states.
@@ -396,7 +399,7 @@ class Optimizer:
         for group, pg in zip(self._groups, self.param_groups):
             changed = {}
             for k, old in group.hp_values.items():
-                new = pg.get(k, old)
+                new = dict.get(pg, k, old)
                 if _freeze(new) != old:
                     changed[k] = new
             static_changed = any(_freeze(pg.get(k)) != v for k, v in group.static_values.items())
@@ -417,10 +420,11 @@ class Optimizer:
             group.state = _set_state_hparams(group.state, changed)
             for k, v in changed.items():
                 group.hp_values[k] = _freeze(v)
+            self._decay_pattern = None
 
     def _invalidate(self) -> None:
         self._step_fn = None
-        self._apply_fn = None
+        self._decay_pattern = None
         self._backward_cache.clear()
         self._params_cache = None
 
@@ -621,26 +625,56 @@ class Optimizer:
     # ------------------------------------------------------------------ stepping
 
     def _compiled_step(self) -> Callable[..., Any]:
+        """The jitted step ``(params, grads, states, no_decay) -> (params, states)``.
+
+        ``no_decay`` (static) marks the groups traced with a literal zero weight
+        decay: the parameters are then not read to add ``0 * p`` to the gradient
+        (for Adam a quarter of the step's memory traffic). Two variants at most
+        exist, both compiled at the first step: the one for the weight decays of
+        that moment, and the general one, used whenever the values differ from
+        it; so no later hyperparameter change compiles anything.
+        """
         if self._step_fn is None:
             txs = [g.tx for g in self._groups]
 
-            def run(params, grads, states):
+            def run(params, grads, states, no_decay):
                 new_params, new_states = [], []
-                for tx, p, gr, s in zip(txs, params, grads, states):
-                    u, s = tx.update(gr, s, p)
+                for tx, p, gr, s, literal in zip(txs, params, grads, states, no_decay):
+                    u, new = tx.update(gr, _literal_zero_decay(s) if literal else s, p)
                     new_params.append(apply_updates(p, u))
-                    new_states.append(s)
+                    new_states.append(_restore_hparams(new, s) if literal else new)
                 return new_params, new_states
 
-            self._step_fn = jax.jit(run, donate_argnums=(0, 2))
+            self._step_fn = jax.jit(run, donate_argnums=(0, 2), static_argnums=(3,))
+            self._step_variant = self._decay_pattern = self._zero_decay_groups()
+            self._step_variant_ready = False
         return self._step_fn
+
+    def _zero_decay_groups(self) -> tuple[bool, ...]:
+        """Per group: packed storage and a weight decay of exactly 0 right now."""
+        return tuple(bool(g.layout.flat and "weight_decay" in g.hp_values
+                          and all(is_static_zero(v) for v in jax.tree.leaves(g.hp_values["weight_decay"])))
+                     for g in self._groups)
+
+    def _step_args(self, grads: list[list[jax.Array]]) -> tuple[Any, ...]:
+        """The compiled step's arguments, choosing the variant (see :meth:`_compiled_step`)."""
+        fn = self._compiled_step()
+        params = [g.params for g in self._groups]
+        states = [g.state for g in self._groups]
+        general = (False,) * len(self._groups)
+        if self._decay_pattern is None:
+            self._decay_pattern = self._zero_decay_groups()
+        variant = self._step_variant if self._decay_pattern == self._step_variant else general
+        if not self._step_variant_ready:
+            if self._step_variant != general:  # compile the general variant now, not at a later edit
+                fn.lower(params, grads, states, general).compile()
+            self._step_variant_ready = True
+        return params, grads, states, variant
 
     def _run_step(self, grads: list[list[jax.Array]]) -> None:
         self._sync_hparams()
         fn = self._compiled_step()
-        params = [g.params for g in self._groups]
-        states = [g.state for g in self._groups]
-        new_params, new_states = fn(params, grads, states)
+        new_params, new_states = fn(*self._step_args(grads))
         for g, p, s in zip(self._groups, new_params, new_states):
             g.params, g.state = p, s
         self._params_cache = None
@@ -1058,6 +1092,8 @@ class _ParamGroup(dict):
 
 
 def _freeze(v: Any) -> Any:
+    if type(v) in (float, int, bool):  # the usual case, checked on every step
+        return v
     if isinstance(v, list):
         return tuple(_freeze(x) for x in v)
     if isinstance(v, tuple):
@@ -1236,6 +1272,23 @@ def _carry_slots(old: Any, new: Any) -> Any:
         return node._replace(step=src.step, slots=slots)
 
     return jax.tree.map(replace, new, is_leaf=lambda x: isinstance(x, OptimizerState))
+
+
+def _literal_zero_decay(state: Any) -> Any:
+    """``state`` with each ``weight_decay`` replaced by a literal 0 of its dtype (for tracing)."""
+    def replace(node):
+        if not isinstance(node, OptimizerState) or "weight_decay" not in node.hparams:
+            return node
+        zero = jax.tree.map(lambda d: np.zeros((), d.dtype), node.hparams["weight_decay"])
+        return node._replace(hparams={**node.hparams, "weight_decay": zero})
+
+    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, OptimizerState))
+
+
+def _restore_hparams(new: Any, old: Any) -> Any:
+    """``new`` with the hyperparameters of ``old`` (the traced values, not the literals)."""
+    return jax.tree.map(lambda n, o: n._replace(hparams=o.hparams) if isinstance(n, OptimizerState) else n,
+                        new, old, is_leaf=lambda x: isinstance(x, OptimizerState))
 
 
 def _set_state_hparams(state: Any, values: Mapping[str, Any]) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import jax
 
-from funcopt._src.hparams import check_hparam
+from funcopt._src.hparams import check_hparam, is_static_zero
 
 
 def check_lr(lr: Any) -> None:
@@ -34,5 +34,9 @@ def signed(g: jax.Array, maximize: bool) -> jax.Array:
 
 
 def l2(g: jax.Array, p: jax.Array | None, weight_decay: jax.Array) -> jax.Array:
-    """Coupled (L2) weight decay: ``g + weight_decay * p``; a no-op without params."""
-    return g if p is None else g + weight_decay * p
+    """Coupled (L2) weight decay: ``g + weight_decay * p``; a no-op without params or with a literal 0.
+
+    A literal 0 (a number, not a traced value) skips the term as torch does, so
+    the compiled update does not read the parameters for it.
+    """
+    return g if p is None or is_static_zero(weight_decay) else g + weight_decay * p

@@ -73,7 +73,63 @@ def test_many_leaves_compile_to_one_small_step():
     opt = fo.optim.Adam(_many_leaves(200))
     opt.zero_grad(set_to_none=False)
     opt.step()
-    hlo = opt._step_fn.lower([g.params for g in opt._groups], [g.grads for g in opt._groups],
-                             [g.state for g in opt._groups]).as_text()
+    hlo = opt._step_fn.lower(*opt._step_args([g.grads for g in opt._groups])).as_text()
     # the compiled step sees two packed buffers, not 401 leaves: no slicing or per-leaf ops
     assert hlo.count("slice") == 0 and hlo.count("concatenate") == 0
+
+
+def _loops_reading_params(opt):
+    """How many loops of the optimized step read the packed parameters (XLA's fusions, after optimization)."""
+    compiled = opt._step_fn.lower(*opt._step_args([g.grads for g in opt._groups])).compile().as_text()
+    entry = compiled[compiled.index("ENTRY"):]
+    param = next(line.split("=")[0].strip() for line in entry.splitlines() if "parameter(0)" in line)
+    return sum(1 for line in entry.splitlines() if " fusion(" in line and param + "," in line.split("fusion(")[1]
+               or line.rstrip().endswith(param + ")"))
+
+
+def test_zero_weight_decay_does_not_read_the_parameters_for_it():
+    params = {"w": jnp.ones(1000)}
+    opt = fo.optim.Adam(params, lr=0.1)  # weight_decay=0: only the parameter update reads them
+    opt.zero_grad(set_to_none=False)
+    opt.step()
+    assert opt._step_variant == (True,)
+    assert _loops_reading_params(opt) == 1
+    decayed = fo.optim.Adam(params, lr=0.1, weight_decay=0.1)  # g + wd * p: the moment updates read them too
+    decayed.zero_grad(set_to_none=False)
+    decayed.step()
+    assert decayed._step_variant == (False,)
+    assert _loops_reading_params(decayed) > 1
+
+
+def test_weight_decay_edits_switch_variants_without_compiling_and_follow_torch():
+    import torch
+
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((4, 3)).astype(np.float32)
+    grads = [jnp.asarray(rng.standard_normal((4, 3)).astype(np.float32)) for _ in range(9)]
+    opt = fo.optim.Adam({"w": jnp.asarray(w0)}, lr=0.1)
+    tw = torch.nn.Parameter(torch.tensor(w0))
+    topt = torch.optim.Adam([tw], lr=0.1)
+    compiles = []
+
+    def listener(name, *args, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        per_step = []
+        for i, g in enumerate(grads):
+            wd = [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.25, 0.0][i]
+            opt.param_groups[0]["weight_decay"] = wd
+            topt.param_groups[0]["weight_decay"] = wd
+            before = len(compiles)
+            opt({"w": g})
+            per_step.append(len(compiles) - before)
+            tw.grad = torch.tensor(np.asarray(g))
+            topt.step()
+            np.testing.assert_allclose(np.asarray(opt.params["w"]), tw.detach().numpy(), rtol=1e-5, atol=1e-6)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    # the first step compiles both variants (literal-zero and general); no edit compiles anything after
+    assert per_step[0] == 2 and per_step[1:] == [0] * (len(grads) - 1), per_step
