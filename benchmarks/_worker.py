@@ -113,10 +113,16 @@ def run_jax(contender: str, shapes, opt: str, steps: int) -> dict:
     step()
     sync()
     first = time.perf_counter() - t
+    import gc
+
+    gc.collect()
+    live = sum(x.nbytes for x in jax.live_arrays()) / 2**20
     reset_peak()
+    before = rss_mb()
     times = time_steps(step, steps, sync)
     med = statistics.median(times)
-    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), peak_mb=peak_mb() - base)
+    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), peak_mb=peak_mb() - base,
+                live_mb=live, step_extra_mb=max(peak_mb() - before, 0.0))
 
 
 def run_torch(contender: str, shapes, opt: str, steps: int) -> dict:
@@ -133,10 +139,15 @@ def run_torch(contender: str, shapes, opt: str, steps: int) -> dict:
     t = time.perf_counter()
     o.step()
     first = time.perf_counter() - t
+    tensors = [p for p in params] + [p.grad for p in params]
+    tensors += [v for st in o.state.values() for v in st.values() if torch.is_tensor(v)]
+    live = sum(x.numel() * x.element_size() for x in tensors) / 2**20
     reset_peak()
+    before = rss_mb()
     times = time_steps(o.step, steps, lambda: None)
     med = statistics.median(times)
-    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), peak_mb=peak_mb() - base)
+    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), peak_mb=peak_mb() - base,
+                live_mb=live, step_extra_mb=max(peak_mb() - before, 0.0))
 
 
 def main() -> None:
