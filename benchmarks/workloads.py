@@ -36,6 +36,11 @@ def one_buffer(size: int = 25_557_032) -> list[tuple[int, ...]]:
     return [(size,)]
 
 
+def one_buffer_like_3000_leaves() -> list[tuple[int, ...]]:
+    """One flat buffer holding as many floats as the 3000-leaf tree: what those leaves cost at best."""
+    return [(sum(s[0] for s in tiny_leaves()),)]
+
+
 def tiny_model() -> list[tuple[int, ...]]:
     """A two-leaf model: measures the per-step dispatch overhead, not bandwidth."""
     return [(4, 4), (4,)]
@@ -46,5 +51,6 @@ WORKLOADS = {
     "transformer": transformer_like,
     "3000-leaves": tiny_leaves,
     "one-buffer": one_buffer,
+    "one-buffer-2M": one_buffer_like_3000_leaves,
     "tiny": tiny_model,
 }

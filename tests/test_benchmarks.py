@@ -36,7 +36,7 @@ def test_interleaved_rounds_report_the_median_process():
 
     def fake(args):
         calls.append(args[0])
-        return {"step_ms": {"a": [3.0, 1.0, 2.0], "b": [5.0, 5.0, 5.0]}[args[0]][calls.count(args[0]) - 1],
+        return {"step_ms": {"a": [30.0, 10.0, 20.0], "b": [50.0, 50.0, 50.0]}[args[0]][calls.count(args[0]) - 1],
                 "compile_s": 0.1}
 
     real = run.measure
@@ -46,8 +46,25 @@ def test_interleaved_rounds_report_the_median_process():
     finally:
         run.measure = real
     assert calls == ["a", "b", "b", "a", "a", "b"]  # the order alternates between rounds
-    assert cells["a"]["step_ms"] == 2.0 and cells["a"]["runs"] == 3
-    assert cells["a"]["spread"] == pytest.approx((3.0 - 1.0) / 2.0)
+    assert cells["a"]["step_ms"] == 20.0 and cells["a"]["runs"] == 3
+    assert cells["a"]["spread"] == pytest.approx((30.0 - 10.0) / 20.0)
+
+
+def test_fast_cells_get_more_processes_and_slow_compiles_one():
+    calls = []
+
+    def fake(args):
+        calls.append(args[0])
+        return {"step_ms": {"fast": 1.0, "slow": 50.0, "compiles": 50.0}[args[0]],
+                "compile_s": 20.0 if args[0] == "compiles" else 0.1}
+
+    real = run.measure
+    run.measure = fake
+    try:
+        cells = run.measure_interleaved(["fast", "slow", "compiles"], lambda c: [c], 2)
+    finally:
+        run.measure = real
+    assert [cells[c]["runs"] for c in ("fast", "slow", "compiles")] == [6, 2, 1]
 
 
 def test_report_has_a_row_per_contender_and_the_dispatch_table(tiny_rows, tmp_path):
@@ -58,6 +75,7 @@ def test_report_has_a_row_per_contender_and_the_dispatch_table(tiny_rows, tmp_pa
     for contender in run.CONTENDERS:
         assert f"| resnet50 | 2 | 0.0M | {contender} |" in text
     assert "## Dispatch overhead" in text and "What bounds Adam" in text
+    assert "## Targets of the stateful step" in text and "| 3000 leaves: compile under 3 s | n/a s | n/a |" in text
     json.dumps(rows)  # rows stay plain data
     assert subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--help"],
                           capture_output=True).returncode == 0
