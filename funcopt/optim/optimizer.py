@@ -420,7 +420,8 @@ class Optimizer:
             group.state = _set_state_hparams(group.state, changed)
             for k, v in changed.items():
                 group.hp_values[k] = _freeze(v)
-            self._decay_pattern = None
+            if "weight_decay" in changed:
+                self._decay_pattern = None
 
     def _invalidate(self) -> None:
         self._step_fn = None
@@ -656,9 +657,8 @@ class Optimizer:
                           and all(is_static_zero(v) for v in jax.tree.leaves(g.hp_values["weight_decay"])))
                      for g in self._groups)
 
-    def _step_args(self, grads: list[list[jax.Array]]) -> tuple[Any, ...]:
-        """The compiled step's arguments, choosing the variant (see :meth:`_compiled_step`)."""
-        fn = self._compiled_step()
+    def _step_args(self, fn: Callable[..., Any], grads: list[list[jax.Array]]) -> tuple[Any, ...]:
+        """The arguments of ``fn`` (the compiled step), choosing the variant (see :meth:`_compiled_step`)."""
         params = [g.params for g in self._groups]
         states = [g.state for g in self._groups]
         general = (False,) * len(self._groups)
@@ -674,7 +674,7 @@ class Optimizer:
     def _run_step(self, grads: list[list[jax.Array]]) -> None:
         self._sync_hparams()
         fn = self._compiled_step()
-        new_params, new_states = fn(*self._step_args(grads))
+        new_params, new_states = fn(*self._step_args(fn, grads))
         for g, p, s in zip(self._groups, new_params, new_states):
             g.params, g.state = p, s
         self._params_cache = None

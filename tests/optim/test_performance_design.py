@@ -73,14 +73,14 @@ def test_many_leaves_compile_to_one_small_step():
     opt = fo.optim.Adam(_many_leaves(200))
     opt.zero_grad(set_to_none=False)
     opt.step()
-    hlo = opt._step_fn.lower(*opt._step_args([g.grads for g in opt._groups])).as_text()
+    hlo = opt._step_fn.lower(*opt._step_args(opt._step_fn, [g.grads for g in opt._groups])).as_text()
     # the compiled step sees two packed buffers, not 401 leaves: no slicing or per-leaf ops
     assert hlo.count("slice") == 0 and hlo.count("concatenate") == 0
 
 
 def _loops_reading_params(opt):
     """How many loops of the optimized step read the packed parameters (XLA's fusions, after optimization)."""
-    compiled = opt._step_fn.lower(*opt._step_args([g.grads for g in opt._groups])).compile().as_text()
+    compiled = opt._step_fn.lower(*opt._step_args(opt._step_fn, [g.grads for g in opt._groups])).compile().as_text()
     entry = compiled[compiled.index("ENTRY"):]
     param = next(line.split("=")[0].strip() for line in entry.splitlines() if "parameter(0)" in line)
     return sum(1 for line in entry.splitlines() if " fusion(" in line and param + "," in line.split("fusion(")[1]
