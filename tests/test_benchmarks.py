@@ -31,7 +31,7 @@ def test_each_contender_reports_time_compile_and_memory(tiny_rows):
         assert r["live_mb"] >= r["state_mb"] > 0
 
 
-def test_interleaved_rounds_report_the_median_process():
+def test_interleaved_rounds_report_the_median_process(monkeypatch):
     calls = []
 
     def fake(args):
@@ -39,18 +39,14 @@ def test_interleaved_rounds_report_the_median_process():
         return {"step_ms": {"a": [30.0, 10.0, 20.0], "b": [50.0, 50.0, 50.0]}[args[0]][calls.count(args[0]) - 1],
                 "compile_s": 0.1}
 
-    real = run.measure
-    run.measure = fake
-    try:
-        cells = run.measure_interleaved(["a", "b"], lambda c: [c], 3)
-    finally:
-        run.measure = real
+    monkeypatch.setattr(run, "measure", fake)
+    cells = run.measure_interleaved(["a", "b"], lambda c: [c], 3)
     assert calls == ["a", "b", "b", "a", "a", "b"]  # the order alternates between rounds
     assert cells["a"]["step_ms"] == 20.0 and cells["a"]["runs"] == 3
     assert cells["a"]["spread"] == pytest.approx((30.0 - 10.0) / 20.0)
 
 
-def test_fast_cells_get_more_processes_and_slow_compiles_one():
+def test_fast_cells_get_more_processes_and_slow_compiles_one(monkeypatch):
     calls = []
 
     def fake(args):
@@ -58,12 +54,8 @@ def test_fast_cells_get_more_processes_and_slow_compiles_one():
         return {"step_ms": {"fast": 1.0, "slow": 50.0, "compiles": 50.0}[args[0]],
                 "compile_s": 20.0 if args[0] == "compiles" else 0.1}
 
-    real = run.measure
-    run.measure = fake
-    try:
-        cells = run.measure_interleaved(["fast", "slow", "compiles"], lambda c: [c], 2)
-    finally:
-        run.measure = real
+    monkeypatch.setattr(run, "measure", fake)
+    cells = run.measure_interleaved(["fast", "slow", "compiles"], lambda c: [c], 2)
     assert [cells[c]["runs"] for c in ("fast", "slow", "compiles")] == [6, 2, 1]
 
 
