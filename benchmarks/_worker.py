@@ -1,6 +1,9 @@
 """One benchmark measurement in its own process; prints one JSON line.
 
-Usage: python benchmarks/_worker.py CONTENDER WORKLOAD OPTIMIZER STEPS
+Usage: python benchmarks/_worker.py CONTENDER WORKLOAD OPTIMIZER STEPS [cpu|gpu]
+
+On the GPU, JAX runs on its default device (run.py sets ``JAX_PLATFORMS=cuda``) and torch on
+``cuda``; the memory columns come from the allocators' counters instead of the resident set.
 """
 
 from __future__ import annotations
@@ -57,15 +60,13 @@ def time_steps(step, steps: int, sync) -> list[float]:
     return times
 
 
-def run_jax(contender: str, shapes, opt: str, steps: int) -> dict:
+def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
     import jax
     import jax.numpy as jnp
 
-    jnp.zeros(1).block_until_ready()  # start the runtime before the baseline
-    base = rss_mb()
+    jnp.zeros(1).block_until_ready()  # start the runtime before anything is measured
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.01) for s in shapes]
-    grads = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in shapes]
     if contender == "funcopt-step":
         import funcopt as fo
 
@@ -73,7 +74,6 @@ def run_jax(contender: str, shapes, opt: str, steps: int) -> dict:
         o = cls(params, **HP[opt])
         del params
         o.zero_grad(set_to_none=False)  # gradients present, as after a backward; their values do not matter
-        del grads
 
         def step():
             o.step()
@@ -81,6 +81,7 @@ def run_jax(contender: str, shapes, opt: str, steps: int) -> dict:
         def sync():
             jax.block_until_ready(o._groups[0].params)
     else:
+        grads = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in shapes]
         if contender == "funcopt-jit":
             import funcopt as fo
 
@@ -117,46 +118,63 @@ def run_jax(contender: str, shapes, opt: str, steps: int) -> dict:
 
     gc.collect()
     live = sum(x.nbytes for x in jax.live_arrays()) / 2**20
-    reset_peak()
-    before = rss_mb()
-    times = time_steps(step, steps, sync)
+    if device == "gpu":
+        # XLA's allocator counts no peak per interval: the process's peak is an upper bound of the steps'
+        stats = jax.devices()[0].memory_stats() or {}
+        before = stats.get("bytes_in_use", 0) / 2**20
+        times = time_steps(step, steps, sync)
+        stats = jax.devices()[0].memory_stats() or {}
+        extra = stats.get("peak_bytes_in_use", 0) / 2**20 - before
+    else:
+        reset_peak()
+        before = rss_mb()
+        times = time_steps(step, steps, sync)
+        extra = peak_mb() - before
     med = statistics.median(times)
-    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), peak_mb=peak_mb() - base,
-                live_mb=live, step_extra_mb=max(peak_mb() - before, 0.0))
+    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), live_mb=live, step_extra_mb=max(extra, 0.0))
 
 
-def run_torch(contender: str, shapes, opt: str, steps: int) -> dict:
+def run_torch(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
     import torch
 
+    dev = torch.device("cuda" if device == "gpu" else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    base = rss_mb()
-    params = [torch.nn.Parameter(torch.randn(s) * 0.01) for s in shapes]
+    params = [torch.nn.Parameter(torch.randn(s, device=dev) * 0.01) for s in shapes]
     for p in params:
-        p.grad = torch.randn(p.shape) * 1e-3
+        p.grad = torch.randn(p.shape, device=dev) * 1e-3
     flags = {"torch-fused": dict(fused=True), "torch-foreach": dict(foreach=True)}[contender]
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt]
     o = cls(params, **HP[opt], **flags)
     t = time.perf_counter()
     o.step()
+    sync()
     first = time.perf_counter() - t
     tensors = [p for p in params] + [p.grad for p in params]
-    tensors += [v for st in o.state.values() for v in st.values() if torch.is_tensor(v)]
+    tensors += [v for st in o.state.values() for v in st.values() if torch.is_tensor(v) and v.device == dev]
     live = sum(x.numel() * x.element_size() for x in tensors) / 2**20
-    reset_peak()
-    before = rss_mb()
-    times = time_steps(o.step, steps, lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 2**20
+        times = time_steps(o.step, steps, sync)
+        extra = torch.cuda.max_memory_allocated() / 2**20 - before
+    else:
+        reset_peak()
+        before = rss_mb()
+        times = time_steps(o.step, steps, sync)
+        extra = peak_mb() - before
     med = statistics.median(times)
-    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), peak_mb=peak_mb() - base,
-                live_mb=live, step_extra_mb=max(peak_mb() - before, 0.0))
+    return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), live_mb=live, step_extra_mb=max(extra, 0.0))
 
 
 def main() -> None:
     contender, workload, opt, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
     shapes = WORKLOADS[workload]()
     n = int(sum(np.prod(s) for s in shapes))
     runner = run_torch if contender.startswith("torch") else run_jax
-    out = runner(contender, shapes, opt, steps)
-    out.update(contender=contender, workload=workload, optimizer=opt, leaves=len(shapes), params=n,
+    out = runner(contender, shapes, opt, steps, device)
+    out.update(contender=contender, workload=workload, optimizer=opt, device=device, leaves=len(shapes), params=n,
                state_mb=n * 4 * {"adam": 4, "adamw": 4, "sgd": 3}[opt] / 2**20,  # params + grads + state
                gbytes_per_s=n * BYTES_PER_PARAM[opt] / (out["step_ms"] * 1e-3) / 1e9)
     print(json.dumps(out))
