@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import funcopt as fo
-from tests.reference.harness import make_grads, make_params, precision, run_funcopt, tolerance
+from tests.reference.harness import assert_close_to_reference, make_grads, make_params, precision, run_funcopt
 
 STEPS = 30
 DTYPES = [np.float32, np.float64]
@@ -35,15 +35,6 @@ def reference_ftrl(params, grads, lr=1e-3, initial_accum=0.1, lr_power=-0.5, l1=
                 m[j] = m_new
         history.append(treedef.unflatten([w.copy() for w in weights]))
     return history, treedef.unflatten(accums), treedef.unflatten(linears)
-
-
-def assert_close_to_reference(ours, ref, dtype, what=""):
-    tol = tolerance(dtype)
-    for (name, x), y in zip(fo.named_leaves(ours), jax.tree.leaves(ref)):
-        x = np.asarray(x)
-        assert x.dtype == np.dtype(dtype), (what, name, x.dtype)
-        assert x.shape == y.shape, (what, name, x.shape, y.shape)
-        np.testing.assert_allclose(np.asarray(x, np.float64), y, err_msg=f"{what} {name}", **tol)
 
 
 CASES = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import funcopt as fo
-from tests.reference.harness import make_grads, make_params, precision, run_funcopt, tolerance
+from tests.reference.harness import assert_close_to_reference, make_grads, make_params, precision, run_funcopt
 
 STEPS = 30
 DTYPES = [np.float32, np.float64]
@@ -36,15 +36,6 @@ def reference_proximal_adagrad(params, grads, lr=1e-3, accum=0.1, l1=0.0, l2=0.0
                 variables[i] = prox_v / (1 + rate * l2)
         history.append(treedef.unflatten([v.copy() for v in variables]))
     return history, treedef.unflatten(accums)
-
-
-def assert_close_to_reference(ours, ref, dtype, what=""):
-    tol = tolerance(dtype)
-    for (name, x), y in zip(fo.named_leaves(ours), jax.tree.leaves(ref)):
-        x = np.asarray(x)
-        assert x.dtype == np.dtype(dtype), (what, name, x.dtype)
-        assert x.shape == y.shape, (what, name, x.shape, y.shape)
-        np.testing.assert_allclose(np.asarray(x, np.float64), y, err_msg=f"{what} {name}", **tol)
 
 
 CASES = [

@@ -105,6 +105,55 @@ def assert_trajectories_close(ours: list[Any], theirs: list[Any], dtype) -> None
             np.testing.assert_allclose(x, y, err_msg=f"step {step + 1}, leaf {name}", **tol)
 
 
+def assert_close_to_reference(ours: Any, ref: Any, dtype, what: str = "") -> None:
+    """A pytree of ``dtype`` against a float64 reference pytree of the same structure, at :func:`tolerance`."""
+    tol = tolerance(dtype)
+    for (name, x), y in zip(fo.named_leaves(ours), jax.tree.leaves(ref), strict=True):
+        x = np.asarray(x)
+        assert x.dtype == np.dtype(dtype), (what, name, x.dtype)
+        assert x.shape == y.shape, (what, name, x.shape, y.shape)
+        np.testing.assert_allclose(np.asarray(x, np.float64), y, err_msg=f"{what} {name}", **tol)
+
+
+# Against a float64 NumPy reference (a paper's formula, or a framework torch has no version of): float64 runs
+# match it to rounding; a float32 run carries its own rounding over the steps, so it gets rtol 1e-5 and an
+# absolute 1e-5 for entries that pass near zero (the parameters are O(1)).
+REFERENCE_TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def assert_follows_reference(ours: list[Any], theirs: list[list[np.ndarray]], dtype,
+                             state: fo.OptimizerState | None = None,
+                             ref_slots: dict[str, list[np.ndarray]] | None = None) -> None:
+    """Our trajectory (pytrees of ``dtype``) against a float64 reference's (lists of leaves), then the slots."""
+    tol = REFERENCE_TOL[dtype]
+    assert len(ours) == len(theirs)
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        for (name, x), y in zip(fo.named_leaves(a), b, strict=True):
+            assert x.dtype == dtype
+            np.testing.assert_allclose(x, y, err_msg=f"step {step + 1}, leaf {name}", **tol)
+    for slot, ref in (ref_slots or {}).items():
+        for x, y in zip(jax.tree.leaves(state.slots[slot]), ref, strict=True):
+            np.testing.assert_allclose(x, y, err_msg=slot, **tol)
+
+
+def assert_hparam_edit_does_not_retrace(tx: fo.GradientTransformation, params: Any, grads: Any,
+                                        edit: dict[str, Any], scale: float, rtol: float = 1e-6) -> None:
+    """A jitted update traced once serves an edited hyperparameter, which scales the update by ``scale``."""
+    traces = []
+
+    @jax.jit
+    def step(state):
+        traces.append(1)
+        return tx.update(grads, state, params)[0]
+
+    state = tx.init(params)
+    u1 = step(state)
+    u2 = step(fo.set_hparams(state, **edit))
+    assert len(traces) == 1
+    for x, y in zip(jax.tree.leaves(u2), jax.tree.leaves(u1), strict=True):
+        np.testing.assert_allclose(x, scale * np.asarray(y), rtol=rtol)
+
+
 def assert_state_close(state: fo.OptimizerState, opt: Any, tparams: list, dtype,
                        names: dict[str, str] | None = None) -> None:
     """Compare funcopt slots with torch's per-parameter state, field by field under torch's names."""
