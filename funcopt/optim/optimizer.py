@@ -23,7 +23,9 @@ import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, apply_updates
 from funcopt._src.hparams import OptimizerState, float_dtype, is_static_zero
+from funcopt._src.native import native_error
 from funcopt._src.tree import path_name
+from funcopt.optim import _fused
 from funcopt.optim._layout import Layout
 from funcopt.transforms.masking import MaskedNode
 
@@ -112,7 +114,7 @@ class _Group:
     """Internal record of one parameter group: structure, names, arrays and functional state."""
 
     __slots__ = ("treedef", "names", "layout", "params", "grads", "tx", "state", "static_key", "hp_values",
-                 "static_values", "mask")
+                 "static_values", "mask", "fused", "native")
 
     def __init__(self, treedef, names, layout, params, mask=None):
         self.treedef = treedef
@@ -126,6 +128,8 @@ class _Group:
         self.hp_values: dict[str, Any] = {}
         self.static_values: dict[str, Any] = {}
         self.mask = mask  # for groups cut from one model pytree: leaf positions of the whole tree
+        self.fused = False  # the group asked for fused=True (classes with a fused_step)
+        self.native = False  # ... and its step runs the class's fused_step (see Optimizer.fused_step)
 
 
 class Optimizer:
@@ -140,7 +144,8 @@ class Optimizer:
     Its constructor takes ``params`` then the factory's keywords (torch's names
     and defaults), plus torch-only options (``foreach``, ``fused``...) that are
     accepted for drop-in compatibility and have no effect: every step is one
-    compiled, fused XLA call. ``group_constants`` are keys torch stores in every
+    compiled, fused XLA call. A class with a ``fused_step`` (Adam, AdamW) runs it
+    for the packed CPU groups that ask for ``fused=True``. ``group_constants`` are keys torch stores in every
     group without taking them as arguments (AdamW's ``decoupled_weight_decay``).
     ``elementwise = True`` declares that the algorithm treats every element
     alike, so each group is stored packed in one flat buffer per dtype (set it
@@ -169,6 +174,8 @@ class Optimizer:
     factory: Callable[..., GradientTransformation]
     signature: str | None = None
     elementwise: bool = True
+    # (params, grads, state, static_values) -> (params, state) of a packed CPU group with fused=True
+    fused_step: Callable[..., Any] | None = None
     torch_options: dict[str, Any] = {}
     group_constants: dict[str, Any] = {}
     state_has_step: bool = True
@@ -179,6 +186,8 @@ class Optimizer:
         factory = cls.__dict__.get("factory")
         if factory is None:
             return
+        if "fused_step" not in cls.__dict__:
+            cls.fused_step = None  # a native step computes its own class's rule, not a new factory's
         if isinstance(factory, staticmethod):
             factory = factory.__func__
         fsig = inspect.signature(factory)
@@ -254,6 +263,8 @@ class Optimizer:
 
     def _check_hparams(self, hp: Mapping[str, Any]) -> None:
         """Validate hyperparameters by building the functional optimizer (it raises torch's errors)."""
+        if hp.get("fused") and hp.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         self._build_tx(hp)
 
     def _build_tx(self, hp: Mapping[str, Any]) -> GradientTransformation:
@@ -386,7 +397,23 @@ class Optimizer:
         group.tx, group.state, group.static_key = tx, state, static_key
         group.hp_values = {k: _freeze(v) for k, v in numeric.items()}
         group.static_values = {k: _freeze(hp[k]) for k in self._factory_params if k in hp and k not in numeric}
+        self._choose_fused(group, hp.get("fused") is True)
         self._decay_pattern = None
+
+    def _choose_fused(self, group: _Group, requested: bool) -> None:
+        """Record ``fused=True`` and whether the group's step runs the class's native ``fused_step``.
+
+        Raises RuntimeError, before anything changes, when the group needs the native kernel and it
+        cannot be built (no C++ compiler). Other groups (per-leaf storage, accelerator buffers,
+        amsgrad, half precision) keep XLA's step, which on a GPU is already one kernel per buffer.
+        """
+        native_step = bool(requested and type(self).fused_step is not None and group.layout.flat
+                           and _fused.fusable(group.params, group.state, group.hp_values, group.static_values))
+        if native_step:
+            error = native_error()
+            if error is not None:
+                raise RuntimeError(f"fused=True needs funcopt's native CPU kernel, which is unavailable: {error}")
+        group.fused, group.native = requested, native_step
 
     def _sync_hparams(self) -> None:
         """Push hyperparameters edited in param_groups into the functional states.
@@ -397,6 +424,9 @@ class Optimizer:
         keeping the state slots it still has.
         """
         for group, pg in zip(self._groups, self.param_groups):
+            if type(self).fused_step is not None and (dict.get(pg, "fused") is True) != group.fused:
+                self._choose_fused(group, dict.get(pg, "fused") is True)
+                self._invalidate()
             changed = {}
             for k, old in group.hp_values.items():
                 new = dict.get(pg, k, old)
@@ -637,10 +667,18 @@ class Optimizer:
         """
         if self._step_fn is None:
             txs = [g.tx for g in self._groups]
+            native = [type(self).fused_step if g.native else None for g in self._groups]
+            statics = [dict(g.static_values) for g in self._groups]
 
             def run(params, grads, states, no_decay):
                 new_params, new_states = [], []
-                for tx, p, gr, s, literal in zip(txs, params, grads, states, no_decay):
+                for tx, p, gr, s, literal, fused_step, static in zip(txs, params, grads, states, no_decay, native,
+                                                                     statics):
+                    if fused_step is not None:
+                        new_p, new = fused_step(p, gr, s, static)
+                        new_params.append(new_p)
+                        new_states.append(new)
+                        continue
                     u, new = tx.update(gr, _literal_zero_decay(s) if literal else s, p)
                     new_params.append(apply_updates(p, u))
                     new_states.append(_restore_hparams(new, s) if literal else new)
@@ -653,7 +691,7 @@ class Optimizer:
 
     def _zero_decay_groups(self) -> tuple[bool, ...]:
         """Per group: packed storage and a weight decay of exactly 0 right now."""
-        return tuple(bool(g.layout.flat and "weight_decay" in g.hp_values
+        return tuple(bool(g.layout.flat and not g.native and "weight_decay" in g.hp_values
                           and all(is_static_zero(v) for v in jax.tree.leaves(g.hp_values["weight_decay"])))
                      for g in self._groups)
 

@@ -2,12 +2,14 @@
 
 Constructor signatures are ``(params, <the factory's keywords>, <torch-only options>)``;
 the torch-only options (``foreach``, ``fused``, ``capturable``) are accepted so torch code
-runs unchanged, and have no effect.
+runs unchanged, and have no effect, except ``fused=True`` on :class:`Adam` and :class:`AdamW`,
+which runs a native one-pass kernel over each packed CPU buffer.
 """
 
 from __future__ import annotations
 
 import funcopt.optimizers as F
+from funcopt.optim import _fused
 from funcopt.optim.optimizer import Optimizer
 
 _FOREACH_FUSED = {"foreach": None, "differentiable": False, "fused": None}
@@ -33,6 +35,12 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """torch.optim.Adam over :func:`funcopt.adam`; state ``step``, ``exp_avg``, ``exp_avg_sq`` (, ``max_exp_avg_sq``).
 
+    ``fused=True`` runs each packed float32 / float64 buffer on the CPU through one native pass
+    (7 memory accesses per parameter, as torch's fused kernel, instead of the 10 of XLA's three
+    loops); same update. The kernel is compiled once per machine with the system's C++ compiler,
+    and ``fused=True`` raises ``RuntimeError`` when it cannot be. ``amsgrad``, schedules, half
+    precision and sharded groups keep XLA's step.
+
     Example:
         >>> import jax.numpy as jnp
         >>> import funcopt as fo
@@ -47,10 +55,13 @@ class Adam(Optimizer):
         ", foreach, maximize, capturable, differentiable, fused, decoupled_weight_decay"
     )
     torch_options = _CAPTURABLE
+    fused_step = staticmethod(_fused.adam_step)
 
 
 class AdamW(Optimizer):
     """torch.optim.AdamW over :func:`funcopt.adamw` (decoupled weight decay, default 0.01).
+
+    ``fused=True``: as for :class:`Adam`, one native pass per packed CPU buffer.
 
     Example:
         >>> import jax.numpy as jnp
@@ -62,6 +73,7 @@ class AdamW(Optimizer):
     factory = staticmethod(F.adamw)
     torch_options = _CAPTURABLE
     group_constants = {"decoupled_weight_decay": True}
+    fused_step = staticmethod(_fused.adamw_step)
 
 
 _FOREACH = {"foreach": None}
