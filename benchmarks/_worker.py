@@ -67,11 +67,11 @@ def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
     jnp.zeros(1).block_until_ready()  # start the runtime before anything is measured
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.01) for s in shapes]
-    if contender == "funcopt-step":
+    if contender in ("funcopt-step", "funcopt-fused"):
         import funcopt as fo
 
         cls = {"adam": fo.optim.Adam, "adamw": fo.optim.AdamW, "sgd": fo.optim.SGD}[opt]
-        o = cls(params, **HP[opt])
+        o = cls(params, **HP[opt], **({"fused": True} if contender == "funcopt-fused" else {}))
         del params
         o.zero_grad(set_to_none=False)  # gradients present, as after a backward; their values do not matter
 

@@ -67,7 +67,7 @@ def test_report_has_a_row_per_contender_and_the_dispatch_table(tiny_rows, tmp_pa
     for contender in run.CONTENDERS:
         assert f"| resnet50 | 2 | 0.0M | {contender} |" in text
     assert "## Dispatch overhead" in text and "What bounds Adam" in text
-    assert "## Targets of the stateful step" in text and "| 3000 leaves: compile under 3 s | n/a s | n/a |" in text
+    assert "## Targets of the stateful step" in text and "| 3000 leaves: compile under 3 s | n/a | n/a |" in text
     assert "12.0 GB/s** updating an array in place" in text and "80% of the measured bandwidth" not in text
     json.dumps(rows)  # rows stay plain data
     assert subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--help"],
