@@ -144,9 +144,10 @@ class Optimizer:
     Its constructor takes ``params`` then the factory's keywords (torch's names
     and defaults), plus torch-only options (``foreach``, ``fused``...) that are
     accepted for drop-in compatibility and have no effect: every step is one
-    compiled, fused XLA call. A class with a ``fused_step`` (Adam, AdamW) runs it
-    for the packed CPU groups that ask for ``fused=True``. ``group_constants`` are keys torch stores in every
-    group without taking them as arguments (AdamW's ``decoupled_weight_decay``).
+    compiled, fused XLA call; except that a class with a ``fused_step`` (Adam,
+    AdamW) runs it for its packed CPU groups that ask for ``fused=True``.
+    ``group_constants`` are keys torch stores in every group without taking them
+    as arguments (AdamW's ``decoupled_weight_decay``).
     ``elementwise = True`` declares that the algorithm treats every element
     alike, so each group is stored packed in one flat buffer per dtype (set it
     False for per-tensor rules: trust ratios, factored moments, matrices).
@@ -397,22 +398,25 @@ class Optimizer:
         group.tx, group.state, group.static_key = tx, state, static_key
         group.hp_values = {k: _freeze(v) for k, v in numeric.items()}
         group.static_values = {k: _freeze(hp[k]) for k in self._factory_params if k in hp and k not in numeric}
-        self._choose_fused(group, hp.get("fused") is True)
+        self._choose_fused(group, bool(hp.get("fused")))
         self._decay_pattern = None
 
     def _choose_fused(self, group: _Group, requested: bool) -> None:
         """Record ``fused=True`` and whether the group's step runs the class's native ``fused_step``.
 
-        Raises RuntimeError, before anything changes, when the group needs the native kernel and it
-        cannot be built (no C++ compiler). Other groups (per-leaf storage, accelerator buffers,
-        amsgrad, half precision) keep XLA's step, which on a GPU is already one kernel per buffer.
+        Groups the kernel does not cover (per-leaf storage, accelerator buffers, amsgrad, half
+        precision) keep XLA's step, which on a GPU is already one kernel per buffer. When the kernel
+        cannot be built (no C++ compiler) the group keeps XLA's step too, with a RuntimeWarning: a
+        checkpoint saved by ``torch.optim.Adam(fused=True)`` must load anywhere.
         """
         native_step = bool(requested and type(self).fused_step is not None and group.layout.flat
                            and _fused.fusable(group.params, group.state, group.hp_values, group.static_values))
         if native_step:
             error = native_error()
             if error is not None:
-                raise RuntimeError(f"fused=True needs funcopt's native CPU kernel, which is unavailable: {error}")
+                warnings.warn(f"fused=True: funcopt's native CPU kernel is unavailable ({error}); this group "
+                              "runs XLA's step (same numbers, more memory traffic)", RuntimeWarning, stacklevel=3)
+                native_step = False
         group.fused, group.native = requested, native_step
 
     def _sync_hparams(self) -> None:
@@ -424,8 +428,8 @@ class Optimizer:
         keeping the state slots it still has.
         """
         for group, pg in zip(self._groups, self.param_groups):
-            if type(self).fused_step is not None and (dict.get(pg, "fused") is True) != group.fused:
-                self._choose_fused(group, dict.get(pg, "fused") is True)
+            if type(self).fused_step is not None and bool(dict.get(pg, "fused")) != group.fused:
+                self._choose_fused(group, bool(dict.get(pg, "fused")))
                 self._invalidate()
             changed = {}
             for k, old in group.hp_values.items():

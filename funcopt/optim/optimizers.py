@@ -38,7 +38,7 @@ class Adam(Optimizer):
     ``fused=True`` runs each packed float32 / float64 buffer on the CPU through one native pass
     (7 memory accesses per parameter, as torch's fused kernel, instead of the 10 of XLA's three
     loops); same update. The kernel is compiled once per machine with the system's C++ compiler,
-    and ``fused=True`` raises ``RuntimeError`` when it cannot be. ``amsgrad``, schedules, half
+    and without one ``fused=True`` warns and keeps XLA's step. ``amsgrad``, schedules, half
     precision and sharded groups keep XLA's step.
 
     Example:

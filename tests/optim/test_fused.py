@@ -150,13 +150,24 @@ def test_fused_and_foreach_together_are_refused():
         fo.optim.Adam([jnp.ones(2)], fused=True, foreach=True)
 
 
-def test_without_the_kernel_fused_true_raises_before_anything_changes(monkeypatch):
+def test_without_the_kernel_fused_true_warns_and_runs_xlas_step(monkeypatch):
     monkeypatch.setattr(native, "_state", {"error": "no C++ compiler found (install one, or name it in CXX)"})
-    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found"):
-        fo.optim.AdamW([jnp.ones(2)], fused=True)
-    opt = fo.optim.AdamW([jnp.ones(2)])
-    with pytest.raises(RuntimeError, match="native CPU kernel"):
-        opt.add_param_group({"params": [jnp.ones(3)], "fused": True})
-    assert len(opt.param_groups) == 1 and len(opt._groups) == 1
-    # groups that would not use the kernel do not need it
-    assert not fo.optim.AdamW([jnp.ones(2)], fused=True, amsgrad=True)._groups[0].native
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found.*runs XLA's step"):
+        opt = fo.optim.AdamW([jnp.ones(2)], lr=0.1, fused=True)
+    assert opt.param_groups[0]["fused"] is True and not opt._groups[0].native
+    opt([jnp.ones(2)])
+    ref = fo.optim.AdamW([jnp.ones(2)], lr=0.1)
+    ref([jnp.ones(2)])
+    np.testing.assert_array_equal(opt.params[0], ref.params[0])
+    # a torch checkpoint saved with fused=True loads all the same
+    w = torch.nn.Parameter(torch.ones(2))
+    topt = torch.optim.AdamW([w], lr=0.1, fused=True)
+    w.grad = torch.ones(2)
+    topt.step()
+    plain = fo.optim.AdamW([jnp.asarray(w.detach().numpy())], lr=0.1)  # torch's weights after its step
+    with pytest.warns(RuntimeWarning, match="native CPU kernel is unavailable"):
+        plain.load_state_dict(topt.state_dict())
+    plain([jnp.ones(2)])
+    w.grad = torch.ones(2)
+    topt.step()
+    np.testing.assert_allclose(plain.params[0], w.detach().numpy(), rtol=1e-6)

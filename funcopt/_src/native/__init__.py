@@ -22,6 +22,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
 SOURCE = Path(__file__).with_name("fused_adam.cc")
@@ -56,7 +57,7 @@ def _cpu_model() -> str:
 
 def _build(cxx: str) -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cxx, version, jax.__version__,
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cxx, version, jaxlib.__version__,
                                     platform.machine(), _cpu_model()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"fused_adam-{key}.so"
     if target.is_file():
