@@ -1,6 +1,9 @@
 """fused=True for Adam and AdamW: one native pass per packed CPU buffer, same numbers as torch's fused kernel."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -171,3 +174,14 @@ def test_without_the_kernel_fused_true_warns_and_runs_xlas_step(monkeypatch):
     w.grad = torch.ones(2)
     topt.step()
     np.testing.assert_allclose(plain.params[0], w.detach().numpy(), rtol=1e-6)
+
+
+def test_an_unwritable_cache_folder_builds_into_a_temporary_one(tmp_path):
+    # in a fresh process: this one has registered its kernels already, and XLA takes one library per name
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # a file where the cache folder should be: it cannot be created
+    code = ("from funcopt._src import native; assert native.native_error() is None, native.native_error(); "
+            "assert any(native._fallback_dir().glob('fused_adam-*.so'))")
+    env = dict(os.environ, FUNCOPT_CACHE_DIR=str(blocked / "funcopt"), JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

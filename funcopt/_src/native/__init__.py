@@ -42,6 +42,11 @@ def cache_dir() -> Path:
     return Path(base) / "funcopt"
 
 
+def _fallback_dir() -> Path:
+    """Where kernels are built when :func:`cache_dir` cannot be written: a per-user temporary folder."""
+    return Path(tempfile.gettempdir()) / f"funcopt-{getattr(os, 'getuid', lambda: 'user')()}"
+
+
 def _compiler() -> str | None:
     name = os.environ.get("CXX") or "c++"
     return shutil.which(name) or (shutil.which("g++") if not os.environ.get("CXX") else None)
@@ -59,11 +64,20 @@ def _build(cxx: str) -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cxx, version, jaxlib.__version__,
                                     platform.machine(), _cpu_model()]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"fused_adam-{key}.so"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    name = f"fused_adam-{key}.so"
+    for folder in (cache_dir(), _fallback_dir()):
+        if (folder / name).is_file():
+            return folder / name
+    try:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError:  # a read-only home: build into the temporary folder instead
+        folder = _fallback_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
         out = Path(tmp) / target.name
         cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True)
