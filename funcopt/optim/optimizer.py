@@ -428,8 +428,8 @@ class Optimizer:
         keeping the state slots it still has.
         """
         for group, pg in zip(self._groups, self.param_groups):
-            if type(self).fused_step is not None and bool(dict.get(pg, "fused")) != group.fused:
-                self._choose_fused(group, bool(dict.get(pg, "fused")))
+            if type(self).fused_step is not None and (fused := bool(dict.get(pg, "fused"))) != group.fused:
+                self._choose_fused(group, fused)
                 self._invalidate()
             changed = {}
             for k, old in group.hp_values.items():
