@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt._src.base import GradientTransformation, PyTree
-from funcopt._src.tree import shard_like
+from funcopt._src.base import GradientTransformation, PyTree, floating_only
+from funcopt._src.tree import shard_like, strip_variables
 
 Schedule = Callable[[jax.Array], Any]
 """A jittable function of the step count (0 for the first update) to a value."""
@@ -161,6 +161,10 @@ def per_leaf_optimizer(
     ``leaf_init(p, hp)`` returns the initial slots of one leaf; by default each
     slot is ``zeros_like(p)``.
 
+    Only floating leaves reach ``leaf_update`` and ``leaf_init`` (see
+    :func:`funcopt._src.base.floating_only`): the others keep no slots and
+    their update leaves them unchanged.
+
     Example:
         >>> import jax.numpy as jnp
         >>> import funcopt as fo
@@ -240,7 +244,7 @@ def per_leaf_optimizer(
         slot_trees = {k: treedef.unflatten(v) for k, v in new_slots.items()}
         return updates, OptimizerState(step=step, hparams=hp, slots=slot_trees)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def _own_buffer(x: jax.Array) -> jax.Array:
@@ -266,6 +270,9 @@ def get_hparams(state: PyTree) -> dict[str, Any]:
     Searches ``state`` (a chain, a partition, or one optimizer's state) for
     hyperparameters; where two parts hold the same name, the first one found
     wins. A scheduled hyperparameter shows the value used at the last update.
+    A state whose arrays are wrapped in ``nnx.Variable`` (the ``opt_state`` of
+    flax's ``nnx.Optimizer``) is read the same way; the values come back as
+    plain arrays.
 
     Example:
         >>> import jax.numpy as jnp
@@ -277,7 +284,7 @@ def get_hparams(state: PyTree) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in _states(state):
         for k, v in s.hparams.items():
-            out.setdefault(k, v)
+            out.setdefault(k, strip_variables(v))
     return out
 
 
@@ -289,6 +296,12 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
     dtypes and a jitted step does not retrace. A name held nowhere raises
     ``KeyError``. A hyperparameter that was given as a schedule is recomputed
     from the schedule at the next update, which overrides a value set here.
+
+    In a state whose arrays are wrapped in ``nnx.Variable`` (the ``opt_state``
+    of flax's ``nnx.Optimizer``) the new values come in new Variables of the
+    same type and metadata; assign the result back
+    (``optimizer.opt_state = fo.set_hparams(optimizer.opt_state, lr=...)``)
+    and an ``nnx.jit`` step uses it without recompiling.
 
     Example:
         >>> import jax.numpy as jnp
@@ -309,7 +322,10 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
                 found.add(k)
                 old = hp[k]
                 try:
-                    hp[k] = jax.tree.map(lambda o, n: jnp.asarray(n, dtype=o.dtype).reshape(o.shape), old, v)
+                    new = jax.tree.map(lambda o, n: jnp.asarray(n, dtype=o.dtype).reshape(o.shape),
+                                       strip_variables(old), v)
+                    # rebuilt in the old structure, so wrappers such as nnx Variables stay as they were
+                    hp[k] = jax.tree.structure(old).unflatten(jax.tree.leaves(new))
                 except (ValueError, TypeError) as e:
                     raise ValueError(f"hyperparameter {k!r}: cannot set {v!r} in place of a value "
                                      f"of structure {jax.tree.structure(old)}: {e}") from None

@@ -3,14 +3,133 @@
 from __future__ import annotations
 
 import fnmatch
+import numbers
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
-from funcopt._src.base import PyTree
+PyTree = Any
+
+
+# --- which leaves are trained ------------------------------------------------------
+
+
+def is_nnx_variable(x: Any) -> bool:
+    """Whether ``x`` is a flax ``nnx.Variable`` (``nnx.Param``, ``nnx.BatchStat``, an optimizer's ``OptArray``...).
+
+    flax is never imported for this: without it loaded, no Variable can exist.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from funcopt._src.tree import is_nnx_variable
+        >>> is_nnx_variable(nnx.Param(jnp.ones(2))), is_nnx_variable(jnp.ones(2))
+        (True, False)
+    """
+    module = sys.modules.get("flax.nnx.variablelib")
+    variable = getattr(module, "Variable", None)
+    return variable is not None and isinstance(x, variable)
+
+
+def _leaf_dtype(x: Any) -> Any:
+    if isinstance(x, (bool, np.bool_)):
+        return np.dtype(bool)
+    if isinstance(x, numbers.Number) and not hasattr(x, "dtype"):
+        return jnp.result_type(type(x))
+    return getattr(x, "dtype", None)
+
+
+def is_floating(x: Any) -> bool:
+    r"""Whether a leaf is trained by the functional API: an array or number of a floating or complex dtype.
+
+    This is the one rule every funcopt transform and optimizer follows (see
+    :func:`floating_only`): leaves of other kinds are never read by the
+    arithmetic, never enter norms, averages or finiteness checks, keep no
+    state, and come out of :func:`funcopt.apply_updates` bit-identical.
+    Those are integer and bool arrays (step counters, masks), ``uint32`` PRNG
+    key data and typed keys (``jax.random.key``), ``float0`` gradients,
+    ``None`` and any other object (functions, strings). An ``nnx.Variable``
+    is judged by its value.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from funcopt._src.tree import is_floating
+        >>> [is_floating(x) for x in (jnp.ones(2, jnp.bfloat16), jnp.ones(2, jnp.complex64), 1.0)]
+        [True, True, True]
+        >>> [is_floating(x) for x in (jnp.arange(3), jax.random.key(0), jax.random.PRNGKey(0), None, 1)]
+        [False, False, False, False, False]
+    """
+    if is_nnx_variable(x):
+        leaves = jax.tree.leaves(x)
+        return len(leaves) == 1 and is_floating(leaves[0])
+    dtype = _leaf_dtype(x)
+    if dtype is None:
+        return False
+    try:
+        return bool(jnp.issubdtype(dtype, jnp.inexact))
+    except TypeError:  # dtypes numpy cannot compare (float0, extended ones such as keys): not floating
+        return False
+
+
+def variable_value(x: Any) -> Any:
+    """The value an ``nnx.Variable`` holds; any other object is returned as it is.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from funcopt._src.tree import variable_value
+        >>> variable_value(nnx.Param(jnp.ones(2)))
+        Array([1., 1.], dtype=float32)
+    """
+    if not is_nnx_variable(x):
+        return x
+    # one level of flattening: a Variable's only child is its value
+    return jax.tree_util.tree_flatten(x, is_leaf=lambda y: y is not x)[0][0]
+
+
+def strip_variables(tree: PyTree) -> PyTree:
+    """``tree`` with every ``nnx.Variable`` replaced by the value it holds.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from funcopt._src.tree import strip_variables
+        >>> strip_variables({'w': nnx.Param(jnp.ones(2))})
+        {'w': Array([1., 1.], dtype=float32)}
+    """
+    return jax.tree.map(variable_value, tree, is_leaf=is_nnx_variable)
+
+
+def floating_mask(tree: PyTree) -> PyTree:
+    """A pytree of bools, :func:`is_floating` for each leaf; an ``nnx.Variable`` counts as one leaf.
+
+    The result is a prefix of ``tree`` and of the same tree with its Variables
+    replaced by their values, so it can select from either.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.tree import floating_mask
+        >>> floating_mask({'w': jnp.ones(2), 'count': jnp.zeros([], jnp.int32), 'none': None})
+        {'count': False, 'none': None, 'w': True}
+    """
+    return jax.tree.map(is_floating, tree, is_leaf=is_nnx_variable)
+
+
+def floating_leaves(tree: PyTree) -> list[Any]:
+    """The leaves of ``tree`` that :func:`is_floating` accepts, in flattening order.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.tree import floating_leaves
+        >>> floating_leaves({'w': jnp.ones(2), 'count': jnp.zeros([], jnp.int32)})
+        [Array([1., 1.], dtype=float32)]
+    """
+    return [x for x in jax.tree.leaves(tree) if is_floating(x)]
 
 
 def _key_name(k: Any) -> str:
@@ -37,8 +156,32 @@ def path_name(path: Sequence[Any]) -> str:
     return ".".join(_key_name(k) for k in path)
 
 
+def _map_with_name(fn: Callable[[str, Any], Any], tree: PyTree,
+                   is_leaf: Callable[[Any], bool] | None = None) -> PyTree:
+    """``fn(name, leaf)`` over the leaves; an nnx Variable is one leaf, named without its inner key."""
+
+    def stop(x):
+        return is_nnx_variable(x) or (is_leaf is not None and is_leaf(x))
+
+    def visit(path, x):
+        if not is_nnx_variable(x):
+            return fn(path_name(path), x)
+        inner, inner_def = jax.tree_util.tree_flatten_with_path(x)
+        if len(inner) == 1:
+            # the Variable's own key ('value') is not part of the parameter's name
+            return fn(path_name(path), inner[0][1])
+        return inner_def.unflatten([fn(path_name(tuple(path) + tuple(p[1:])), leaf) for p, leaf in inner])
+
+    return jax.tree_util.tree_map_with_path(visit, tree, is_leaf=stop)
+
+
 def named_leaves(tree: PyTree, is_leaf: Callable[[Any], bool] | None = None) -> list[tuple[str, Any]]:
     """The leaves of ``tree`` with their torch-style dotted names, in flattening order.
+
+    An ``nnx.Variable`` counts as one leaf: its name is its attribute path
+    (``'linear.kernel'``, not ``'linear.kernel.value'``) and its value is
+    returned, so a tree of Variables and the same tree of plain arrays give
+    the same list.
 
     Example:
         >>> import jax.numpy as jnp
@@ -47,8 +190,14 @@ def named_leaves(tree: PyTree, is_leaf: Callable[[Any], bool] | None = None) -> 
         >>> [name for name, _ in fo.named_leaves(params)]
         ['layers.0.bias', 'layers.0.weight']
     """
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
-    return [(path_name(path), leaf) for path, leaf in leaves]
+    out: list[tuple[str, Any]] = []
+
+    def collect(name, leaf):
+        out.append((name, leaf))
+        return leaf
+
+    _map_with_name(collect, tree, is_leaf)
+    return out
 
 
 def param_names(tree: PyTree) -> list[str]:
@@ -65,12 +214,15 @@ def param_names(tree: PyTree) -> list[str]:
 def names_tree(tree: PyTree) -> PyTree:
     """A pytree of the same structure whose leaves are their dotted names.
 
+    An ``nnx.Variable`` counts as one leaf (see :func:`named_leaves`): its
+    name stands where the Variable is.
+
     Example:
         >>> import funcopt as fo
         >>> fo.names_tree({'fc': {'weight': 1.0}})
         {'fc': {'weight': 'fc.weight'}}
     """
-    return jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), tree)
+    return _map_with_name(lambda name, _: name, tree)
 
 
 NameSpec = Callable[[str, Any], Any] | str | Iterable[str]
@@ -91,7 +243,10 @@ def name_mask(tree: PyTree, spec: Callable[[str, Any], bool] | str | Iterable[st
 
     ``spec`` is a predicate ``(name, leaf) -> bool``, or one or several
     shell-style patterns matched against the dotted names (``'*.bias'``,
-    ``'encoder.*'``).
+    ``'encoder.*'``). An ``nnx.Variable`` counts as one leaf, named by its
+    attribute path (see :func:`named_leaves`); its bool stands where the
+    Variable is, so the mask selects from the tree of Variables and from the
+    same tree of plain arrays alike.
 
     Example:
         >>> import funcopt as fo
@@ -100,13 +255,14 @@ def name_mask(tree: PyTree, spec: Callable[[str, Any], bool] | str | Iterable[st
         {'fc': {'bias': True, 'weight': False}, 'norm': {'gamma': True}}
     """
     pred = _name_predicate(spec)
-    return jax.tree_util.tree_map_with_path(lambda path, leaf: bool(pred(path_name(path), leaf)), tree)
+    return _map_with_name(lambda name, leaf: bool(pred(name, leaf)), tree)
 
 
 def name_labels(tree: PyTree, label_fn: Callable[[str, Any], Any]) -> PyTree:
     """A pytree of labels computed from each leaf's name: ``label_fn(name, leaf)``.
 
-    The result feeds :func:`funcopt.partition`.
+    The result feeds :func:`funcopt.partition`. An ``nnx.Variable`` counts as
+    one leaf, as in :func:`name_mask`.
 
     Example:
         >>> import funcopt as fo
@@ -114,7 +270,7 @@ def name_labels(tree: PyTree, label_fn: Callable[[str, Any], Any]) -> PyTree:
         >>> fo.name_labels(params, lambda name, _: 'no_decay' if name.endswith('bias') else 'decay')
         {'fc': {'bias': 'no_decay', 'weight': 'decay'}}
     """
-    return jax.tree_util.tree_map_with_path(lambda path, leaf: label_fn(path_name(path), leaf), tree)
+    return _map_with_name(label_fn, tree)
 
 
 # --- tree math -----------------------------------------------------------------
@@ -192,7 +348,9 @@ def tree_sum(tree: PyTree) -> jax.Array:
 
 
 def tree_norm(tree: PyTree, ord: float | str = 2) -> jax.Array:
-    """The norm of all leaves taken as one vector: ``ord`` 2 (default), 1, or ``inf``.
+    """The norm of all floating leaves taken as one vector: ``ord`` 2 (default), 1, or ``inf``.
+
+    Leaves that are not floating (see :func:`is_floating`) do not count.
 
     Example:
         >>> import jax.numpy as jnp
@@ -200,7 +358,7 @@ def tree_norm(tree: PyTree, ord: float | str = 2) -> jax.Array:
         >>> fo.tree_utils.tree_norm({'a': jnp.array([3.]), 'b': jnp.array([4.])})
         Array(5., dtype=float32)
     """
-    leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+    leaves = [jnp.asarray(x) for x in floating_leaves(tree)]
     if not leaves:
         return jnp.zeros([])
     if ord in (float("inf"), "inf"):
@@ -255,7 +413,9 @@ def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
 
 
 def tree_all_finite(tree: PyTree) -> jax.Array:
-    """A bool scalar: whether every element of every leaf is finite.
+    """A bool scalar: whether every element of every floating leaf is finite.
+
+    Leaves that are not floating (see :func:`is_floating`) are not checked.
 
     Example:
         >>> import jax.numpy as jnp
@@ -263,7 +423,7 @@ def tree_all_finite(tree: PyTree) -> jax.Array:
         >>> bool(fo.tree_utils.tree_all_finite({'a': jnp.array([1.0, jnp.inf])}))
         False
     """
-    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    checks = [jnp.all(jnp.isfinite(x)) for x in floating_leaves(tree)]
     return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt._src.base import GradientTransformation, PyTree
+from funcopt._src.base import GradientTransformation, PyTree, floating_only
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, per_leaf_optimizer
 from funcopt.optimizers._common import signed
 
@@ -216,4 +216,4 @@ def adafactor(
         ndims = [np.ndim(p) for p in p_leaves]
         return updates, new_state._replace(slots=strip(new_state.slots, treedef, ndims))
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))

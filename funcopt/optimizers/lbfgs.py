@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from funcopt._src.base import GradientTransformation, Params, PyTree, Updates
+from funcopt._src.base import GradientTransformation, Params, PyTree, Updates, floating_only
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, evaluate_hparams, has_schedule
 from funcopt.linesearch._zoom import strong_wolfe_flat
 from funcopt.optimizers._common import check_lr
@@ -373,4 +373,4 @@ def lbfgs(
         slots = {k: v.astype(s[k].dtype) for k, v in slots.items()}
         return updates, OptimizerState(step=state.step + 1, hparams=hp, slots=slots)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))

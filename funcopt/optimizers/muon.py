@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation
+from funcopt._src.base import GradientTransformation, floating_only
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, is_static_zero, per_leaf_optimizer
 
 # Keller Jordan's quintic coefficients and defaults, as in torch.optim.Muon.
@@ -190,4 +190,4 @@ def muon(
             check_leaves(params)
         return inner.update(grads, state, params)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation, Params, PyTree
+from funcopt._src.base import GradientTransformation, Params, PyTree, floating_only
 from funcopt._src.hparams import (
     HParam,
     OptimizerState,
@@ -54,7 +54,7 @@ from funcopt._src.hparams import (
     float_dtype,
     has_schedule,
 )
-from funcopt._src.tree import tree_zeros_like
+from funcopt._src.tree import is_floating, tree_zeros_like
 from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay
 
 
@@ -239,7 +239,7 @@ def schedule_free_adamw(
         )
         return treedef.unflatten(out_u), ScheduleFreeState(new_inner, weight_sum, lr_max)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def _find_state(state: PyTree) -> ScheduleFreeState:
@@ -292,6 +292,8 @@ def schedule_free_eval_params(state: Any, params: Params) -> Params:
     beta1 = sf.optimizer.hparams["betas"][0]
 
     def leaf(y, z):
+        if not is_floating(y):
+            return y  # not trained (see funcopt.floating_only): no z is held for it
         y = jnp.asarray(y)
         cdtype = _compute_dtype(y.dtype)
         w = (1 - 1 / beta1).astype(jnp.finfo(cdtype).dtype)

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation, PyTree, with_extra_args_support
+from funcopt._src.base import GradientTransformation, PyTree, floating_only, with_extra_args_support
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam
 from funcopt.transforms.clipping import HParamSpec, compute_dtype
 
@@ -139,4 +139,4 @@ def multi_steps(inner: Any, every_k: HParam, reduce: str = "mean", *,
             config=hps.advance(state.config, hp),
         )
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))

@@ -7,8 +7,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation, PyTree, apply_updates, with_extra_args_support
+from funcopt._src.base import (
+    GradientTransformation,
+    PyTree,
+    apply_updates,
+    floating_only,
+    merge_leaves,
+    with_extra_args_support,
+)
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, float_dtype
+from funcopt._src.tree import floating_mask, is_floating
 from funcopt.transforms.clipping import HParamSpec, compute_dtype
 
 
@@ -31,6 +39,11 @@ def _interpolate(avg: jax.Array, p: jax.Array, weight: jax.Array) -> jax.Array:
 
 
 _DECAY_MESSAGE = "Invalid decay value {} provided. Please provide a value in [0,1] range."
+
+
+def _with_rest(selected: PyTree, params: PyTree | None) -> PyTree:
+    """``selected`` (floating leaves, MaskedNode elsewhere) completed from ``params`` when given."""
+    return selected if params is None else merge_leaves(floating_mask(params), selected, params)
 
 
 def _find(state: PyTree, cls: type | tuple[type, ...], what: str) -> Any:
@@ -123,14 +136,17 @@ def ema(decay: HParam = 0.999, debias: bool = True) -> GradientTransformation:
         average = jax.tree.map(lambda a, p: _interpolate(a, p, weight), state.ema, new_params)
         return updates, EmaState(ema=average, decay_product=product, config=hps.advance(state.config, hp))
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
-def ema_params(state: PyTree) -> PyTree:
+def ema_params(state: PyTree, params: PyTree | None = None) -> PyTree:
     """The parameter average held by :func:`ema` in ``state`` (or in a chain's state).
 
     Args:
         state: the state of :func:`ema` or of a chain containing it.
+        params: the current parameters, optional: the leaves the average does not
+            hold (those that are not floating, which are never averaged) are
+            taken from them; without them, :class:`funcopt.MaskedNode` stands there.
 
     Returns:
         The averaged parameters, in the structure of the parameters.
@@ -142,7 +158,7 @@ def ema_params(state: PyTree) -> PyTree:
         >>> fo.ema_params(state)['w']
         Array([1., 1.], dtype=float32)
     """
-    return _find(state, EmaState, "EMA (build the optimizer with funcopt.ema)").ema
+    return _with_rest(_find(state, EmaState, "EMA (build the optimizer with funcopt.ema)").ema, params)
 
 
 # --- SWA -----------------------------------------------------------------------------------------------
@@ -224,6 +240,8 @@ def swa_update(average: AveragedParams, params: PyTree, decay: HParam | None = N
         decay = jnp.asarray(decay)
 
     def leaf(a, p):
+        if not is_floating(a):
+            return a  # not averaged (see funcopt.floating_only): the value held since swa_init
         a = jnp.asarray(a)
         return _interpolate(a, p, _swa_weight(average.n_averaged, decay, compute_dtype(a.dtype)))
 
@@ -304,14 +322,17 @@ def swa(swa_start: HParam = 0, swa_freq: HParam = 1, decay: HParam | None = None
         avg = jax.tree.map(lambda new, old: jnp.where(due, new, old), new_avg, avg)
         return updates, SwaState(average=avg, config=hps.advance(state.config, hp))
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
-def swa_params(state: PyTree) -> PyTree:
+def swa_params(state: PyTree, params: PyTree | None = None) -> PyTree:
     """The averaged parameters held by :func:`swa` in ``state`` (or an :class:`AveragedParams`).
 
     Args:
         state: the state of :func:`swa`, of a chain containing it, or an :class:`AveragedParams`.
+        params: the current parameters, optional: the leaves the average does not
+            hold (those that are not floating, which are never averaged) are
+            taken from them; without them, :class:`funcopt.MaskedNode` stands there.
 
     Returns:
         The averaged parameters.
@@ -322,7 +343,8 @@ def swa_params(state: PyTree) -> PyTree:
         >>> fo.swa_params(fo.swa().init({'w': jnp.ones(1)}))['w']
         Array([1.], dtype=float32)
     """
-    return _find(state, AveragedParams, "parameter average (build the optimizer with funcopt.swa)").params
+    found = _find(state, AveragedParams, "parameter average (build the optimizer with funcopt.swa)")
+    return _with_rest(found.params, params)
 
 
 # --- Lookahead -----------------------------------------------------------------------------------------
@@ -418,14 +440,17 @@ def lookahead(fast: Any, sync_period: HParam = 6, slow_step_size: HParam = 0.5) 
         return new_updates, LookaheadState(slow_params=slow_params, fast_state=fast_state,
                                            config=hps.advance(state.config, hp))
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
-def lookahead_slow_params(state: PyTree) -> PyTree:
+def lookahead_slow_params(state: PyTree, params: PyTree | None = None) -> PyTree:
     """The slow weights :math:`\\phi` held by :func:`lookahead` in ``state`` (or a chain's state).
 
     Args:
         state: the state of :func:`lookahead` or of a chain containing it.
+        params: the current parameters, optional: the leaves the slow weights does not
+            hold (those that are not floating, which are never trained) are
+            taken from them; without them, :class:`funcopt.MaskedNode` stands there.
 
     Returns:
         The slow weights, in the structure of the parameters.
@@ -438,4 +463,4 @@ def lookahead_slow_params(state: PyTree) -> PyTree:
         Array([1., 1.], dtype=float32)
     """
     found = _find(state, LookaheadState, "slow weights (build the optimizer with funcopt.lookahead)")
-    return found.slow_params
+    return _with_rest(found.slow_params, params)

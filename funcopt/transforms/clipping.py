@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation, PyTree
+from funcopt._src.base import GradientTransformation, PyTree, floating_only
 from funcopt._src.hparams import (
     HParam,
     OptimizerState,
@@ -173,7 +173,7 @@ def _hparam_transform(spec: Mapping[str, Any], apply) -> GradientTransformation:
         hp = hps.current(state)
         return apply(updates, params, hp), hps.advance(state, hp)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def clip_by_global_norm(max_norm: HParam) -> GradientTransformation:

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation, with_extra_args_support
+from funcopt._src.base import GradientTransformation, floating_only, with_extra_args_support
 from funcopt._src.hparams import OptimizerState, check_hparam
 from funcopt._src.tree import tree_all_finite
 from funcopt.transforms.clipping import HParamSpec
@@ -108,4 +108,4 @@ def apply_if_finite(inner: Any, max_consecutive_errors: int | float | None = Non
             config=hps.advance(state.config, hp),
         )
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))

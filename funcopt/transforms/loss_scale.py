@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation, PyTree, with_extra_args_support
+from funcopt._src.base import GradientTransformation, PyTree, floating_only, with_extra_args_support
 from funcopt._src.hparams import OptimizerState, evaluate_hparams
 from funcopt._src.tree import tree_all_finite
 
@@ -283,7 +283,7 @@ def loss_scaled(inner: Any, loss_scale: LossScale | None = None,
             inner_state=inner_state,
         )
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def get_loss_scale(state: PyTree) -> LossScale:

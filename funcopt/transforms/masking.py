@@ -7,12 +7,10 @@ from typing import Any, NamedTuple
 
 import jax
 
-from funcopt._src.base import GradientTransformation, PyTree, with_extra_args_support
+from funcopt._src.base import GradientTransformation, MaskedNode, PyTree, floating_only, with_extra_args_support
 from funcopt._src.tree import name_mask
 
-
-class MaskedNode(NamedTuple):
-    """Stands for a leaf that a masked transform does not see (a pytree node with no leaves)."""
+__all__ = ["MaskedNode", "MaskedState", "PartitionState", "label_fn_from_names", "masked", "partition"]
 
 
 class MaskedState(NamedTuple):
@@ -78,7 +76,7 @@ def masked(inner: Any, mask: Any) -> GradientTransformation:
         new_sel, inner_state = inner.update(_select(updates, m), state.inner_state, sel_params, **extra)
         return _merge(m, new_sel, updates), MaskedState(inner_state)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def partition(transforms: Mapping[Hashable, Any], labels: Any) -> GradientTransformation:
@@ -127,11 +125,20 @@ def partition(transforms: Mapping[Hashable, Any], labels: Any) -> GradientTransf
             out = _merge(m, new_sel, out)
         return out, PartitionState(new_states)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def label_fn_from_names(rules: Mapping[str, Any], default: Any) -> Callable[[PyTree], PyTree]:
     """Labels by the first matching name pattern, for :func:`partition`.
+
+    ``rules`` maps shell-style patterns over the torch-style names
+    (``'*.bias'``, ``'encoder.*'``; see :func:`funcopt.named_leaves`) to
+    labels; a leaf no pattern matches gets ``default``. Names are the same for
+    a tree of plain arrays and for one of ``nnx.Variable`` (flax's
+    ``nnx.Optimizer`` initializes with the latter and updates with the
+    former). A pattern that matches no leaf of the tree the function is
+    called with raises ``ValueError`` naming it and some of the names, as a
+    misspelt rule would otherwise change nothing silently.
 
     Example:
         >>> import funcopt as fo
@@ -143,10 +150,30 @@ def label_fn_from_names(rules: Mapping[str, Any], default: Any) -> Callable[[PyT
 
     from funcopt._src.tree import name_labels
 
-    def label(name, _):
-        for pat, lab in rules.items():
-            if fnmatch.fnmatchcase(name, pat):
-                return lab
-        return default
+    rules = dict(rules)
+    for pat in rules:
+        if not isinstance(pat, str):
+            raise TypeError(f"label_fn_from_names: rules must map name patterns (strings) to labels, got {pat!r}")
 
-    return lambda params: name_labels(params, label)
+    def labels(params):
+        used: set[str] = set()
+        names: list[str] = []
+
+        def label(name, _):
+            names.append(name)
+            for pat, lab in rules.items():
+                if fnmatch.fnmatchcase(name, pat):
+                    used.add(pat)
+                    return lab
+            return default
+
+        out = name_labels(params, label)
+        unused = [pat for pat in rules if pat not in used
+                  and not any(fnmatch.fnmatchcase(n, pat) for n in names)]
+        if unused:
+            shown = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+            raise ValueError(f"label_fn_from_names: rule {unused[0]!r} matched no parameter; names are "
+                             f"{shown} ({len(names)} in all)")
+        return out
+
+    return labels

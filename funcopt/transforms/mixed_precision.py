@@ -15,8 +15,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt._src.base import GradientTransformation, PyTree, apply_updates, with_extra_args_support
+from funcopt._src.base import (
+    GradientTransformation,
+    PyTree,
+    apply_updates,
+    floating_only,
+    merge_leaves,
+    with_extra_args_support,
+)
 from funcopt._src.hparams import OptimizerState
+from funcopt._src.tree import floating_mask
 
 
 class MixedPrecisionState(NamedTuple):
@@ -201,14 +209,17 @@ def mixed_precision(
         updates = jax.tree.map(delta, new_master, params)
         return updates, MixedPrecisionState(master=new_master, inner_state=inner_state)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
-def master_params(state: PyTree) -> PyTree:
+def master_params(state: PyTree, params: PyTree | None = None) -> PyTree:
     """The master weights held in the state of :func:`mixed_precision` (the first one found).
 
     Args:
         state: the state of :func:`mixed_precision`, or of a transform that contains it.
+        params: the current parameters, optional: the leaves the master copy does not
+            hold (those that are not floating, which are never trained) are
+            taken from them; without them, :class:`funcopt.MaskedNode` stands there.
 
     Returns:
         The master weights, shaped like the parameters.
@@ -222,5 +233,5 @@ def master_params(state: PyTree) -> PyTree:
     """
     for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, MixedPrecisionState)):
         if isinstance(x, MixedPrecisionState):
-            return x.master
+            return x.master if params is None else merge_leaves(floating_mask(params), x.master, params)
     raise ValueError("this state holds no master weights (build the optimizer with funcopt.mixed_precision)")

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt._src.base import EmptyState, GradientTransformation, PyTree
+from funcopt._src.base import EmptyState, GradientTransformation, PyTree, floating_only
 from funcopt._src.hparams import HParam, check_hparam
 from funcopt._src.tree import name_mask
 from funcopt.transforms.clipping import HParamSpec, compute_dtype
@@ -98,7 +98,7 @@ def add_decayed_weights(weight_decay: HParam = 0.0, mask: Mask = None) -> Gradie
         new = _map_masked(leaf, _resolve_mask(mask, params), updates, params)
         return new, hps.advance(state, hp)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def decoupled_weight_decay(lr: HParam = 1e-3, weight_decay: HParam = 1e-2,
@@ -154,7 +154,7 @@ def decoupled_weight_decay(lr: HParam = 1e-3, weight_decay: HParam = 1e-2,
         new = _map_masked(leaf, _resolve_mask(mask, params), updates, params)
         return new, hps.advance(state, hp)
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
 
 
 def mindspore_decay_filter(name: str) -> bool:
@@ -266,4 +266,4 @@ def centralize(mask: Mask = None, channel_multiple: int | None = None) -> Gradie
         m = _resolve_mask(mask, updates if params is None else params)
         return _map_masked(leaf, m, updates), state
 
-    return GradientTransformation(init, update)
+    return floating_only(GradientTransformation(init, update))
