@@ -1729,7 +1729,9 @@ class LARS(Optimizer):
         \phi = \frac{\eta \lVert w \rVert}{\lVert g \rVert + \lambda \lVert w \rVert + \epsilon}, \qquad
         g \leftarrow \phi\, (g + \lambda w)
 
-    (:math:`\phi / lr` clipped to [0, 1] with ``use_clip``) before the momentum
+    (:math:`\phi / lr` clipped to [0, 1] with ``use_clip``; :math:`\phi = 1`
+    where :math:`\lVert w \rVert` or :math:`\lVert g \rVert` is 0, so that a
+    zero-initialized parameter trains) before the momentum
     step; the others take the momentum step on the raw gradient. The weight
     decay :math:`\lambda` and its ``'beta'`` / ``'gamma'`` filter are the
     wrapped optimizer's. Over :func:`funcopt.lars` (LARS and

@@ -28,7 +28,8 @@ def lars(
 
         \phi_t &= \frac{\eta \lVert\theta_{t-1}\rVert_2}
             {\lVert g_t\rVert_2 + \lambda \lVert\theta_{t-1}\rVert_2 + \epsilon}, \qquad
-        \phi_t \leftarrow \min(\max(\phi_t / \gamma, 0), 1) \text{ if use\_clip} \\
+        \phi_t \leftarrow \min(\max(\phi_t / \gamma, 0), 1) \text{ if use\_clip}, \qquad
+        \phi_t \leftarrow 1 \text{ if } \lVert\theta_{t-1}\rVert_2 = 0 \text{ or } \lVert g_t\rVert_2 = 0 \\
         \tilde g_t &= \phi_t\, (g_t + \lambda \theta_{t-1}) \\
         b_t &= \mu b_{t-1} + \tilde g_t \\
         \theta_t &= \theta_{t-1} - \gamma\, (\tilde g_t + \mu b_t) \text{ if nesterov, else }
@@ -40,8 +41,12 @@ def lars(
     the paper's :math:`v_t = \mu v_{t-1} + \gamma \phi_t (g_t + \lambda\theta)`,
     :math:`\theta_t = \theta_{t-1} - v_t` with :math:`v_t = \gamma b_t`.
     ``use_clip`` caps the effective rate :math:`\gamma\phi_t` at :math:`\gamma`
-    (NVIDIA's LARC clipping). As in MindSpore, a leaf whose norm is 0 gets
-    :math:`\phi_t = 0` and does not move.
+    (NVIDIA's LARC clipping). Where the parameter's or the gradient's norm is
+    0 the ratio carries no scale and is 1, as in TensorFlow's
+    ``LARSOptimizer``, NVIDIA apex's ``LARC`` and optax's
+    ``scale_by_trust_ratio``: a zero-initialized leaf (a bias) takes the plain
+    momentum step on :math:`g_t + \lambda\theta_{t-1}` and trains, where the
+    bare formula would give :math:`\phi_t = 0` and keep it at zero forever.
 
     ``exclude_1d`` leaves 0-d and 1-d leaves (biases, normalization scales)
     out of LARS, as MindSpore's default ``lars_filter`` does for ``bias`` and
@@ -88,9 +93,12 @@ def lars(
             wd = hp["weight_decay"]
             p_norm = jnp.sqrt(jnp.sum(p * p))
             g_norm = jnp.sqrt(jnp.sum(g * g))
-            trust = hp["trust_coefficient"] * p_norm / (g_norm + wd * p_norm + hp["eps"])
+            informative = (p_norm > 0) & (g_norm > 0)
+            denom = jnp.where(informative, g_norm + wd * p_norm + hp["eps"], 1)
+            trust = hp["trust_coefficient"] * p_norm / denom
             if use_clip:
                 trust = jnp.clip(trust / lr_, 0, 1)
+            trust = jnp.where(informative, trust, jnp.ones_like(trust))
             g = trust * (g + wd * p)
         buf = mu * slots["momentum_buffer"] + g
         direction = g + mu * buf if nesterov else buf

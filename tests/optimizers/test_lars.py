@@ -18,7 +18,7 @@ from tests.reference.harness import (
 STEPS = 30
 DTYPES = [np.float32, np.float64]
 # The harness's leaves (a matrix, a vector, a 3-d tensor, a 0-d and a 1-element leaf) plus an all-zero
-# matrix: its trust ratio is 0, so it stays at zero.
+# matrix: its norm is 0, so its trust ratio is 1 on the first step (TensorFlow's and apex's guard) and it moves.
 SHAPES = {"dense": {"weight": (4, 3), "bias": (4,)}, "conv": (2, 3, 2), "scalar": (), "one": (1,),
           "zero": (2, 2)}
 
@@ -50,6 +50,8 @@ def lars_reference(params, grads, lr, momentum=0.9, weight_decay=0.0, trust_coef
                         key = "bound" if coeff / lr > 1 else "free"
                         clip_counts[key] = clip_counts.get(key, 0) + 1
                     coeff = max(min(coeff / lr, 1.0), 0.0)
+                if w_norm == 0 or g_norm == 0:
+                    coeff = 1.0
                 g = coeff * (g + weight_decay * p[i])
             moments[i] = moments[i] * momentum + g
             if nesterov:
