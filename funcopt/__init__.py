@@ -13,6 +13,7 @@ from funcopt._src.base import (
     Updates,
     apply_updates,
     chain,
+    floating_only,
     identity,
     stateless,
     stateless_with_tree_map,
@@ -104,6 +105,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EmptyState",
+    "floating_only",
     "GradientTransformation",
     "HParam",
     "MaskedNode",

@@ -1,6 +1,8 @@
 """Tree math and naming helpers over pytrees of arrays."""
 
 from funcopt._src.tree import (
+    floating_mask,
+    is_floating,
     name_labels,
     name_mask,
     named_leaves,
@@ -21,6 +23,8 @@ from funcopt._src.tree import (
 )
 
 __all__ = [
+    "floating_mask",
+    "is_floating",
     "name_labels",
     "name_mask",
     "named_leaves",

@@ -313,8 +313,7 @@ def floating_only(tx: Any) -> GradientTransformation:
     Example:
         >>> import jax, jax.numpy as jnp, optax
         >>> import funcopt as fo
-        >>> from funcopt._src.base import floating_only
-        >>> tx = floating_only(optax.adamw(0.1, weight_decay=0.5))
+        >>> tx = fo.floating_only(optax.adamw(0.1, weight_decay=0.5))
         >>> params = {'w': jnp.ones(2), 'n': jnp.array([5, 7, 9]), 'key': jax.random.key(0)}
         >>> grads = {'w': jnp.ones(2), 'n': jnp.ones(3, jnp.int32), 'key': jax.random.key(1)}
         >>> updates, state = jax.jit(tx.update)(grads, tx.init(params), params)

@@ -162,7 +162,7 @@ def per_leaf_optimizer(
     slot is ``zeros_like(p)``.
 
     Only floating leaves reach ``leaf_update`` and ``leaf_init`` (see
-    :func:`funcopt._src.base.floating_only`): the others keep no slots and
+    :func:`funcopt.floating_only`): the others keep no slots and
     their update leaves them unchanged.
 
     Example:

@@ -48,7 +48,7 @@ def is_floating(x: Any) -> bool:
     r"""Whether a leaf is trained by the functional API: an array or number of a floating or complex dtype.
 
     This is the one rule every funcopt transform and optimizer follows (see
-    :func:`floating_only`): leaves of other kinds are never read by the
+    :func:`funcopt.floating_only`): leaves of other kinds are never read by the
     arithmetic, never enter norms, averages or finiteness checks, keep no
     state, and come out of :func:`funcopt.apply_updates` bit-identical.
     Those are integer and bool arrays (step counters, masks), ``uint32`` PRNG

@@ -20,7 +20,7 @@ from funcopt._src.hparams import (
     float_dtype,
     has_schedule,
 )
-from funcopt._src.tree import tree_norm
+from funcopt._src.tree import floating_leaves, tree_norm
 
 
 class HParamSpec:
@@ -126,6 +126,9 @@ def global_norm(tree: PyTree, norm_type: float | str = 2.0) -> jax.Array:
     .. math:: \lVert g \rVert_p = \Bigl(\sum_i \lVert g_i \rVert_p^p\Bigr)^{1/p},
         \qquad \lVert g \rVert_\infty = \max_i \max |g_i|
 
+    Leaves that are not floating (integers, keys...: see
+    :func:`funcopt.floating_only`) do not count.
+
     Args:
         tree: a pytree of arrays (complex leaves use their modulus).
         norm_type: :math:`p`: a positive number, ``inf`` (``float('inf')`` or
@@ -146,7 +149,7 @@ def global_norm(tree: PyTree, norm_type: float | str = 2.0) -> jax.Array:
         Array(12., dtype=float32)
     """
     ord = _check_norm_type(norm_type)
-    leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+    leaves = [jnp.asarray(x) for x in floating_leaves(tree)]
     if not leaves:
         return jnp.zeros([], float_dtype())
     dtype = jnp.result_type(*[_real_dtype(x.dtype) for x in leaves])
