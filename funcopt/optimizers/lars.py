@@ -93,12 +93,13 @@ def lars(
             wd = hp["weight_decay"]
             p_norm = jnp.sqrt(jnp.sum(p * p))
             g_norm = jnp.sqrt(jnp.sum(g * g))
-            informative = (p_norm > 0) & (g_norm > 0)
-            denom = jnp.where(informative, g_norm + wd * p_norm + hp["eps"], 1)
+            # tested as "== 0" (optax's form), so that a nan norm still spreads to the whole leaf
+            zero_norm = (p_norm == 0) | (g_norm == 0)
+            denom = jnp.where(zero_norm, 1, g_norm + wd * p_norm + hp["eps"])
             trust = hp["trust_coefficient"] * p_norm / denom
             if use_clip:
                 trust = jnp.clip(trust / lr_, 0, 1)
-            trust = jnp.where(informative, trust, jnp.ones_like(trust))
+            trust = jnp.where(zero_norm, jnp.ones_like(trust), trust)
             g = trust * (g + wd * p)
         buf = mu * slots["momentum_buffer"] + g
         direction = g + mu * buf if nesterov else buf
