@@ -350,3 +350,25 @@ def test_apply_if_finite_ignores_integer_leaves_but_catches_nan():
     updates, state = tx.update({"w": jnp.array([jnp.nan, 1.0]), "n": jnp.array([1, 1])}, tx.init(params), params)
     assert int(state.total_notfinite) == 1
     np.testing.assert_array_equal(np.asarray(updates["w"]), [0.0, 0.0])
+
+
+def test_optax_transforms_get_the_same_rule():
+    import optax
+
+    params = {"w": jnp.ones(3), "n": jnp.array([5, 7, 9]), "key": jax.random.key(0)}
+    grads = {"w": jnp.ones(3), "n": jnp.array([1, 1, 1]), "key": np.zeros((), jax.dtypes.float0)}
+    for tx in (fo.floating_only(optax.adamw(0.1, weight_decay=0.5)),
+               fo.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.1, weight_decay=0.5))):
+        updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+        new = fo.apply_updates(params, updates)
+        np.testing.assert_array_equal(np.asarray(new["n"]), [5, 7, 9])
+        np.testing.assert_array_equal(np.asarray(updates["n"]), [0, 0, 0])
+        assert new["key"] is params["key"]
+    # optax alone decays the integers (what funcopt's rule prevents)
+    raw = optax.adamw(0.1, weight_decay=0.5)
+    raw_updates, _ = raw.update({"n": grads["n"]}, raw.init({"n": params["n"]}), {"n": params["n"]})
+    assert not np.array_equal(np.asarray(optax.apply_updates({"n": params["n"]}, raw_updates)["n"]), [5, 7, 9])
+    # the clipped run matches optax on the float leaf alone
+    ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.1, weight_decay=0.5))
+    ref_updates, _ = ref.update({"w": grads["w"]}, ref.init({"w": params["w"]}), {"w": params["w"]})
+    np.testing.assert_allclose(np.asarray(updates["w"]), np.asarray(ref_updates["w"]), rtol=1e-6)
