@@ -481,7 +481,7 @@ class Model:
 
         return read
 
-    def current(self, values: Mapping[int, Any], storage_refs: tuple[Any, ...]) -> Any:
+    def current(self, values: Callable[[], Mapping[int, Any]], storage_refs: tuple[Any, ...]) -> Any:
         """The current model on the host (the nnx module itself; else rebuilt, cached per storage)."""
         if self.is_nnx:
             return self.module
@@ -489,7 +489,7 @@ class Model:
         if cached is not None and len(cached[0]) == len(storage_refs) and all(
                 a is b for a, b in zip(cached[0], storage_refs)):
             return cached[1]
-        model = self.rebuild(values)
+        model = self.rebuild(values())
         self._model_cache = (storage_refs, model)
         return model
 

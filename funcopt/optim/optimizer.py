@@ -1126,11 +1126,10 @@ class Optimizer:
         """
         if self._model is None:
             return self.params
-        storage = [g.params for g in self._groups]
         if self._model.is_nnx:
             return self._model.module
-        refs = tuple(x for st in storage for x in st)
-        return self._model.current(self._by_position(storage) if not self._model.is_nnx else {}, refs)
+        storage = [g.params for g in self._groups]
+        return self._model.current(lambda: self._by_position(storage), tuple(x for st in storage for x in st))
 
     def _by_position(self, storage: list[list[jax.Array]]) -> dict[int, Any]:
         """Each group's leaves (unpacked from ``storage``) by their place in the model."""
