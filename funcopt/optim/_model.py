@@ -384,6 +384,14 @@ class Model:
         if not self.is_nnx:
             return
         graphdef, state = _nnx().split(self.module)
+        leaves, treedef = jax.tree.flatten(state)
+        if treedef == self.flat.treedef:  # the usual case: same variables, new values
+            units = jax.tree.leaves(state, is_leaf=_is_variable)
+            holders: list[Any] = []
+            for unit, spec in zip(units, self.flat.units):
+                holders.extend([unit] * spec[1] if spec is not None else [None])
+            self.graphdef, self.flat.leaves, self.flat.holders = graphdef, leaves, holders
+            return
         flat = Flat(state)
         if flat.names != self.flat.names:
             where = {n: i for i, n in enumerate(flat.names)}
