@@ -354,11 +354,22 @@ class Model:
         return positions, [part.flat.leaves[i] for i in part.positions], part.names
 
     def static_key(self) -> Any:
-        """What fixes a compiled backward besides the loss function: nnx's graphdef and state structure."""
-        if not self.is_nnx:
-            return None
+        """What fixes a compiled backward besides the loss function: the structure and the non-array leaves."""
         statics = tuple((i, _hashable(x)) for i, x in enumerate(self.flat.leaves) if not _is_array(x))
         return (self.graphdef, self.flat.treedef, statics)
+
+    def replace_rest(self, tree: Any) -> list[int]:
+        """Take the non-trainable leaves of ``tree`` (same structure as the model); returns the trainable places."""
+        flat = Flat(tree)
+        if flat.treedef != self.flat.treedef:
+            raise ValueError(f"the new model's structure {flat.treedef} differs from the optimizer's "
+                             f"{self.flat.treedef}")
+        trained = set(self.trainable())
+        for i, x in enumerate(flat.leaves):
+            if i not in trained:
+                self.flat.leaves[i] = x
+        self._model_cache = None
+        return sorted(trained)
 
     def rest_positions(self) -> list[int]:
         trained = set(self.trainable())

@@ -158,6 +158,20 @@ class Optimizer:
     :func:`funcopt.optim.param_groups` read back as that one pytree in
     :attr:`params`.
 
+    ``params`` may also be a model as the user holds it: a flax ``nnx.Module``,
+    an equinox ``Module``, or any pytree whose trainable arrays sit next to other
+    leaves (integer and bool arrays, PRNG keys, None, functions, nnx Variables).
+    The trainable leaves are ``nnx.Param`` variables for an nnx module and
+    floating point or complex arrays otherwise; the keyword ``wrt`` (an nnx filter,
+    a type, or a predicate ``leaf -> bool``) chooses others. Every other leaf is
+    carried unchanged (never updated, decayed or donated, not in ``state_dict()``).
+    ``backward`` hands ``loss_fn`` the model itself; :attr:`model` is the current
+    model (the nnx module, updated in place by each step, as in torch), and
+    :attr:`params` / :attr:`grad` are its trainable part: for nnx a nested dict of
+    arrays (``nnx.update(model, opt.params)`` takes it), otherwise the model with
+    None in place of the other leaves (equinox's ``eqx.filter``). Names are the
+    attribute paths, ``'l1.kernel'``, ``'layers.0.bias'``.
+
     The parameters are copied at construction; read the current values from
     :attr:`params` (the arrays a step replaces are donated to it and deleted).
 
@@ -576,7 +590,15 @@ class Optimizer:
     # ------------------------------------------------------------------ gradients
 
     def backward(self, loss_fn: Callable[..., Any], *args: Any, has_aux: bool = False, **kwargs: Any) -> Any:
-        """Differentiate ``loss_fn(opt.params, *args, **kwargs)`` and ADD the gradients into :attr:`grad`.
+        """Differentiate ``loss_fn(model, *args, **kwargs)`` and ADD the gradients into :attr:`grad`.
+
+        ``model`` is what the optimizer was given: :attr:`params` for arrays, or the
+        model itself (an nnx module, rebuilt inside the compiled call; an equinox
+        module; a pytree), of which only the trainable leaves are differentiated.
+        The state an nnx module changes in its forward pass (BatchNorm statistics,
+        RNG counters) is kept, in the module, as in torch. Equinox's explicit state
+        goes through the call: ``loss, state = opt.backward(loss_fn, state, x,
+        has_aux=True)`` with ``loss_fn`` returning ``(loss, new_state)``.
 
         Gradients accumulate until :meth:`clear_grad` / :meth:`zero_grad`, as
         with torch's ``loss.backward()`` and MegEngine's GradManager. One jitted
@@ -1123,6 +1145,14 @@ class Optimizer:
             >>> opt = fo.optim.SGD(model, lr=0.5)
             >>> opt({'w': jnp.ones(2), 'calls': None}).model
             {'calls': Array(0, dtype=int32, weak_type=True), 'w': Array([0.5, 0.5], dtype=float32)}
+
+        Setting it replaces an immutable model of the same structure (its trainable
+        values as :attr:`params`, keeping the optimizer state, and its other leaves);
+        an nnx module is updated in place instead (``nnx.update(opt.model, state)``).
+
+            >>> opt.model = {'w': jnp.zeros(2), 'calls': jnp.array(5)}
+            >>> int(opt.model['calls']), opt.params['w']
+            (5, Array([0., 0.], dtype=float32))
         """
         if self._model is None:
             return self.params
@@ -1130,6 +1160,23 @@ class Optimizer:
             return self._model.module
         storage = [g.params for g in self._groups]
         return self._model.current(lambda: self._by_position(storage), tuple(x for st in storage for x in st))
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        """Replace an immutable model (same structure): its trainable values as :attr:`params`, and the rest."""
+        if self._model is None:
+            self.params = model
+            return
+        if self._model.is_nnx:
+            if model is not self._model.module:
+                raise ValueError("an nnx module is updated in place: nnx.update(opt.model, new_state)")
+            return
+        given = _model.Flat(model)
+        if given.treedef != self._model.flat.treedef:
+            raise ValueError(f"the new model's structure {given.treedef} differs from the optimizer's "
+                             f"{self._model.flat.treedef}")
+        self.params = self._model.view({i: given.leaves[i] for i in self._model.trainable()})  # validates first
+        self._model.replace_rest(model)
 
     def _by_position(self, storage: list[list[jax.Array]]) -> dict[int, Any]:
         """Each group's leaves (unpacked from ``storage``) by their place in the model."""

@@ -224,3 +224,27 @@ def test_nnx_state_of_variables_keeps_working_with_clean_names():
     nnx.update(model, opt.params)
     np.testing.assert_array_equal(np.asarray(model.layers[0].kernel[...]),
                                   np.asarray(opt.params["layers"][0]["kernel"][...]))
+
+
+def test_model_setter_replaces_an_immutable_model_and_refuses_a_new_structure():
+    mlp = eqx.nn.MLP(3, 2, 8, 1, activation=jax.nn.relu, key=jax.random.key(0))
+    x, y = _data()
+
+    def loss(model, x, y):
+        return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+    opt = fo.optim.Adam(mlp, lr=1e-2)
+    opt.backward(loss, x, y)
+    opt.step().clear_grad()
+    swapped = eqx.tree_at(lambda m: m.activation, opt.model, jnp.tanh)
+    opt.model = swapped
+    assert opt.model.activation is jnp.tanh
+    np.testing.assert_allclose(opt.backward(loss, x, y), loss(swapped, x, y), rtol=1e-6)  # a new static leaf: retraced
+    with pytest.raises(ValueError, match="structure"):
+        opt.model = eqx.nn.MLP(3, 2, 8, 2, key=jax.random.key(0))
+    assert opt.model.activation is jnp.tanh
+    net = _net()
+    nnx_opt = fo.optim.SGD(net)
+    nnx_opt.model = net  # the same module: nothing to do
+    with pytest.raises(ValueError, match="in place"):
+        nnx_opt.model = _net()
