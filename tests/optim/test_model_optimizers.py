@@ -248,3 +248,14 @@ def test_model_setter_replaces_an_immutable_model_and_refuses_a_new_structure():
     nnx_opt.model = net  # the same module: nothing to do
     with pytest.raises(ValueError, match="in place"):
         nnx_opt.model = _net()
+
+
+def test_param_groups_on_an_nnx_state_match_names_without_value():
+    model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
+    groups = fo.optim.param_groups(nnx.state(model, nnx.Param), {"*.bias": {"weight_decay": 0.0}})
+    assert [g["params"].names for g in groups] == [["layers.0.bias", "layers.1.bias"],
+                                                   ["layers.0.kernel", "layers.1.kernel"]]
+    opt = fo.optim.AdamW(groups, weight_decay=0.5)
+    assert sorted(opt.params["layers"][0]) == ["bias", "kernel"]
+    with pytest.raises(ValueError, match=r"'\*\.bais' matches no trainable parameter; .*'layers\.0\.bias'"):
+        fo.optim.param_groups(model, {"*.bais": {}})
