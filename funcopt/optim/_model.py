@@ -265,28 +265,31 @@ def model_groups(params: Any, wrt: Any) -> list[dict[str, Any]] | None:
         return None
     part = cut(params, wrt)
     if not part.positions:
-        no_trainable(part)
+        no_trainable(part, wrt)
     return [{"params": part}]
 
 
-def no_trainable(part: ModelPart) -> None:
-    """Raise for a model without a trainable leaf, naming a leaf that shows why."""
+def no_trainable(part: ModelPart, wrt: Any) -> None:
+    """Raise for a model without a trainable leaf, naming a leaf that shows why.
+
+    A plain pytree gets the error of its first leaf, as before mixed pytrees were
+    accepted (``ValueError`` for an array of another dtype, ``TypeError`` for a
+    non-array); a module, or a ``wrt`` that selects nothing, gets torch's
+    "empty parameter list".
+    """
     flat = part.flat
-    arrays = [(n, x) for n, x in zip(flat.names, flat.leaves) if _is_array(x)]
-    if part.source is None and not arrays and flat.leaves:
-        eqx = sys.modules.get("equinox")
-        if not (eqx is not None and isinstance(flat.rebuild(flat.leaves), eqx.Module)):
-            name, leaf = flat.names[0], flat.leaves[0]
-            raise TypeError(f"optimizer can only optimize arrays, but parameter {name!r} is a "
-                            f"{type(leaf).__name__} (the pytree has no trainable leaf)")
-    why = ""
-    if arrays:
-        name, leaf = arrays[0]
-        dtype = "a PRNG key" if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) else f"dtype {leaf.dtype}"
-        why = f" ({name!r} has {dtype})"
+    eqx = sys.modules.get("equinox")
+    is_module = part.source is not None or (eqx is not None and flat.leaves
+                                            and isinstance(flat.rebuild(flat.leaves), eqx.Module))
+    if wrt is None and not is_module and flat.leaves:
+        name, leaf = flat.names[0], flat.leaves[0]
+        if _is_array(leaf):
+            raise ValueError(f"optimizer can only optimize floating point or complex arrays, but parameter "
+                             f"{name!r} has dtype {leaf.dtype}")
+        raise TypeError(f"optimizer can only optimize arrays, but parameter {name!r} is a {type(leaf).__name__}")
     rule = "nnx.Param variables" if part.source is not None else "floating point or complex arrays"
-    raise ValueError(f"optimizer got an empty parameter list: the model has no trainable leaf{why}; the "
-                     f"optimizers train {rule} unless wrt= chooses others")
+    raise ValueError(f"optimizer got an empty parameter list: the model has no trainable leaf; the optimizers "
+                     f"train {rule} unless wrt= chooses others")
 
 
 def match_rules(names: Sequence[str], leaves: Sequence[Any], preds: Sequence[Callable[[str, Any], bool]],

@@ -69,7 +69,7 @@ def param_groups(
         positions = [i for i, m in enumerate(mask) if m]
         part = _model.ModelPart(source, flat, positions)
         if not positions:
-            _model.no_trainable(part)
+            _model.no_trainable(part, wrt)
         labels = _model.match_rules(part.names, [flat.leaves[i] for i in positions], preds, specs)
         groups = []
         for i in range(len(preds) + 1):

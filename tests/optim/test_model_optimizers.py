@@ -72,8 +72,11 @@ def test_wrt_predicate_on_a_pytree_and_empty_models():
     model = _mixed()
     opt = fo.optim.SGD(model, lr=0.1, wrt=lambda x: eqx.is_inexact_array(x) and x.ndim == 2)
     assert opt.param_names == ["w"]
-    with pytest.raises(ValueError, match="empty parameter list.*'key' has a PRNG key"):
+    # no trainable leaf: a pytree names its first leaf, a wrt that selects nothing is an empty list
+    with pytest.raises(ValueError, match="floating point or complex arrays, but parameter 'key' has dtype key"):
         fo.optim.SGD({"steps": jnp.array(1), "key": jax.random.key(0)})
+    with pytest.raises(ValueError, match="empty parameter list"):
+        fo.optim.SGD(model, wrt=lambda x: False)
     with pytest.raises(ValueError, match="floating point or complex arrays, but parameter 'key' has dtype key<fry>"):
         fo.optim.SGD(model, wrt=lambda x: isinstance(x, jax.Array))
     with pytest.raises(TypeError, match="can only optimize arrays, but parameter 'act'"):
