@@ -1159,7 +1159,12 @@ class Optimizer:
         if self._model.is_nnx:
             return self._model.module
         storage = [g.params for g in self._groups]
-        return self._model.current(lambda: self._by_position(storage), tuple(x for st in storage for x in st))
+
+        def values():  # fresh copies in one call: a later step donates the storage, never the model's arrays
+            copies = _model.copies_fn(self._model, [g.layout for g in self._groups])(storage)
+            return {i: x for positions, leaves in zip(self._model.positions, copies) for i, x in zip(positions, leaves)}
+
+        return self._model.current(values, tuple(x for st in storage for x in st))
 
     @model.setter
     def model(self, model: Any) -> None:

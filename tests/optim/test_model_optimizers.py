@@ -262,3 +262,22 @@ def test_param_groups_on_an_nnx_state_match_names_without_value():
     assert sorted(opt.params["layers"][0]) == ["bias", "kernel"]
     with pytest.raises(ValueError, match=r"'\*\.bais' matches no trainable parameter; .*'layers\.0\.bias'"):
         fo.optim.param_groups(model, {"*.bais": {}})
+
+
+def test_a_kept_equinox_model_survives_later_steps():
+    # LAMB keeps one array per leaf (no packing) and donates it at each step: opt.model holds copies
+    mlp = eqx.nn.MLP(3, 2, 8, 1, activation=jax.nn.relu, key=jax.random.key(0))
+    x, y = _data()
+
+    def loss(model, x, y):
+        return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+    opt = fo.optim.LAMB(mlp, lr=1e-2)
+    opt.backward(loss, x, y)
+    opt.step().clear_grad()
+    best = opt.model
+    for _ in range(2):
+        opt.backward(loss, x, y)
+        opt.step().clear_grad()
+    assert all(not leaf.is_deleted() for leaf in jax.tree.leaves(best) if isinstance(leaf, jax.Array))
+    assert float(loss(best, x, y)) > 0.0
