@@ -43,6 +43,8 @@ RUNNABLE_PAGES = [
     "quickstart.md",
     "guides/optimizer.md",
     "guides/param_groups.md",
+    "nnx.md",
+    "equinox.md",
     "guides/checkpoints.md",
     "guides/schedules.md",
     "guides/lbfgs.md",

@@ -27,7 +27,8 @@ NOTEBOOK_TIMEOUT = 180
 
 def test_the_example_notebooks_are_there() -> None:
     expected = {"quickstart_functional.ipynb", "stateful_api.ipynb", "schedules_gallery.ipynb",
-                "migrating_from_pytorch.ipynb", "lbfgs.ipynb", "mixed_precision.ipynb", "sharding.ipynb"}
+                "migrating_from_pytorch.ipynb", "lbfgs.ipynb", "mixed_precision.ipynb", "sharding.ipynb",
+                "nnx_cnn.ipynb"}
     assert expected <= set(NOTEBOOKS)
 
 

@@ -135,7 +135,7 @@ class LBFGS(Optimizer):
 
     def __init__(self, params: Any, lr: Any = 1, max_iter: int = 20, max_eval: int | None = None,
                  tolerance_grad: Any = 1e-7, tolerance_change: Any = 1e-9, history_size: int = 100,
-                 line_search_fn: str | None = None) -> None:
+                 line_search_fn: str | None = None, *, wrt: Any = None) -> None:
         if max_eval is None and isinstance(max_iter, int) and not isinstance(max_iter, bool):
             max_eval = max_iter * 5 // 4  # torch stores the resolved value in its groups
         self._update_cache: OrderedDict[Any, Callable[..., Any]] = OrderedDict()
@@ -149,7 +149,7 @@ class LBFGS(Optimizer):
         self._x64 = False
         super().__init__(params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                          tolerance_change=tolerance_change, history_size=history_size,
-                         line_search_fn=line_search_fn)
+                         line_search_fn=line_search_fn, wrt=wrt)
 
     def add_param_group(self, param_group: dict[str, Any], *, _one_tree: Any = None) -> None:
         """Raises ``ValueError`` once a group exists: L-BFGS keeps one global state over one group.
@@ -294,6 +294,10 @@ class LBFGS(Optimizer):
         dynamic = [x if _is_traceable(x) else None for x in leaves]
         static = tuple(_StaticArg(x) if not _is_traceable(x) else None for x in leaves)
         key = (call.loss_fn, call.has_aux, args_def, static)
+        rest = None
+        if self._model is not None:  # the model's carried state as the closure's backward left it
+            key += (self._model.static_key(),)
+            rest = self._model.rest()
         fn = self._update_cache.get(key)
         if fn is None:
             fn = self._make_pure_update(call.loss_fn, call.has_aux, args_def, static)
@@ -303,18 +307,23 @@ class LBFGS(Optimizer):
         else:
             self._update_cache.move_to_end(key)
         group = self._groups[0]
-        group.params, group.state = fn(group.params, group.grads, group.state, dynamic, value)
+        group.params, group.state = fn(group.params, group.grads, group.state, dynamic, value, rest)
         self._params_cache = None
+        self._model_stepped()
 
     def _make_pure_update(self, loss_fn: Callable[..., Any], has_aux: bool, args_def: Any,
                           static: tuple[Any, ...]) -> Callable[..., Any]:
         tx = self._groups[0].tx
 
-        def run(params, grads, state, dynamic, value):
+        def run(params, grads, state, dynamic, value, rest):
             def value_fn(storage):
                 leaves = [d if s is None else s.value for d, s in zip(dynamic, static)]
                 args, kwargs = args_def.unflatten(leaves)
-                out = loss_fn(self._tree_of([storage]), *args, **kwargs)
+                if self._model is not None:
+                    model = self._model.rebuild(self._by_position([storage]), rest)
+                else:
+                    model = self._tree_of([storage])
+                out = loss_fn(model, *args, **kwargs)
                 return out[0] if has_aux else out
 
             updates, state = tx.update(grads, state, params, value=value, value_fn=value_fn)
@@ -344,6 +353,7 @@ class LBFGS(Optimizer):
             raise error
         group.params, group.state = params, state
         self._params_cache = None
+        self._model_stepped()
 
     def _make_callback_update(self) -> Callable[..., Any]:
         """The functional update whose loss evaluations call the closure on the host (torch's way)."""

@@ -25,7 +25,7 @@ from funcopt._src.base import GradientTransformation, PyTree, apply_updates
 from funcopt._src.hparams import OptimizerState, float_dtype, is_static_zero
 from funcopt._src.native import native_error
 from funcopt._src.tree import path_name
-from funcopt.optim import _fused
+from funcopt.optim import _fused, _model
 from funcopt.optim._layout import Layout
 from funcopt.transforms.masking import MaskedNode
 
@@ -158,6 +158,20 @@ class Optimizer:
     :func:`funcopt.optim.param_groups` read back as that one pytree in
     :attr:`params`.
 
+    ``params`` may also be a model as the user holds it: a flax ``nnx.Module``,
+    an equinox ``Module``, or any pytree whose trainable arrays sit next to other
+    leaves (integer and bool arrays, PRNG keys, None, functions, nnx Variables).
+    The trainable leaves are ``nnx.Param`` variables for an nnx module and
+    floating point or complex arrays otherwise; the keyword ``wrt`` (an nnx filter,
+    a type, or a predicate ``leaf -> bool``) chooses others. Every other leaf is
+    carried unchanged (never updated, decayed or donated, not in ``state_dict()``).
+    ``backward`` hands ``loss_fn`` the model itself; :attr:`model` is the current
+    model (the nnx module, updated in place by each step, as in torch), and
+    :attr:`params` / :attr:`grad` are its trainable part: for nnx a nested dict of
+    arrays (``nnx.update(model, opt.params)`` takes it), otherwise the model with
+    None in place of the other leaves (equinox's ``eqx.filter``). Names are the
+    attribute paths, ``'l1.kernel'``, ``'layers.0.bias'``.
+
     The parameters are copied at construction; read the current values from
     :attr:`params` (the arrays a step replaces are donated to it and deleted).
 
@@ -223,7 +237,7 @@ class Optimizer:
 
     # ------------------------------------------------------------------ construction
 
-    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, params: Any, *args: Any, wrt: Any = None, **kwargs: Any) -> None:
         if not hasattr(type(self), "_factory_params"):
             raise TypeError(f"{type(self).__name__} does not bind a functional optimizer factory")
         try:
@@ -256,7 +270,12 @@ class Optimizer:
         self._load_state_dict_pre_hooks: dict[int, Callable[..., Any]] = OrderedDict()
         self._load_state_dict_post_hooks: dict[int, Callable[..., Any]] = OrderedDict()
 
-        groups = self._normalize_params(params)
+        self._model: _model.Model | None = None  # set when params is a model (see funcopt.optim._model)
+        groups = _model.model_groups(params, wrt)
+        if groups is not None:
+            self._model = _model.Model(groups[0]["params"])
+        else:
+            groups = self._normalize_params(params)
         one_tree = _one_tree_of(groups)
         for g in groups:
             self.add_param_group(g, _one_tree=one_tree)
@@ -311,6 +330,9 @@ class Optimizer:
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         if "params" not in param_group:
             raise KeyError("param_group must have a 'params' key")
+        positions = None  # a group cut from the optimizer's model: its leaves' places in the model
+        if isinstance(param_group["params"], _model.ModelPart) or getattr(self, "_model", None) is not None:
+            param_group, positions = self._model_group(param_group)
         tree = param_group["params"]
         if isinstance(tree, (set, frozenset)):
             raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
@@ -368,6 +390,8 @@ class Optimizer:
         visible["param_names"] = names
         self._groups.append(group)
         self.param_groups.append(_ParamGroup(self, len(self._groups) - 1, visible))
+        if positions is not None:
+            self._model.add_group(positions)
         if _one_tree is None and self._one_tree is not None:
             self._one_tree = None  # a group added later breaks the single-tree view
         self._invalidate()
@@ -467,6 +491,8 @@ class Optimizer:
 
     def _tree_of(self, storage: list[list[jax.Array]]) -> Any:
         """The user-facing pytree of per-group storage (works on tracers inside jit)."""
+        if self._model is not None:
+            return self._model.view(self._by_position(storage))
         leaves_per_group = [g.layout.unpack(s) for g, s in zip(self._groups, storage)]
         if self._one_tree is not None:
             return _merge_groups(self._one_tree, self._groups, leaves_per_group)
@@ -475,7 +501,10 @@ class Optimizer:
 
     def _leaves_of(self, tree: Any, what: str = "grads") -> list[list[jax.Array]]:
         """Split a user-facing tree into per-group leaf lists, validating structure and shapes."""
-        if self._one_tree is not None:
+        if self._model is not None:
+            values = self._model.parse(tree, what)
+            out = [[values[i] for i in positions] for positions in self._model.positions]
+        elif self._one_tree is not None:
             leaves, treedef = jax.tree.flatten(tree)
             if treedef != self._one_tree:
                 raise ValueError(f"{what} structure {treedef} does not match the parameters' {self._one_tree}")
@@ -532,6 +561,7 @@ class Optimizer:
         for g, st in zip(self._groups, storage):
             g.params = st
         self._params_cache = None
+        self._model_stepped()
 
     @property
     def grad(self) -> PyTree | None:
@@ -560,7 +590,15 @@ class Optimizer:
     # ------------------------------------------------------------------ gradients
 
     def backward(self, loss_fn: Callable[..., Any], *args: Any, has_aux: bool = False, **kwargs: Any) -> Any:
-        """Differentiate ``loss_fn(opt.params, *args, **kwargs)`` and ADD the gradients into :attr:`grad`.
+        """Differentiate ``loss_fn(model, *args, **kwargs)`` and ADD the gradients into :attr:`grad`.
+
+        ``model`` is what the optimizer was given: :attr:`params` for arrays, or the
+        model itself (an nnx module, rebuilt inside the compiled call; an equinox
+        module; a pytree), of which only the trainable leaves are differentiated.
+        The state an nnx module changes in its forward pass (BatchNorm statistics,
+        RNG counters) is kept, in the module, as in torch. Equinox's explicit state
+        goes through the call: ``loss, state = opt.backward(loss_fn, state, x,
+        has_aux=True)`` with ``loss_fn`` returning ``(loss, new_state)``.
 
         Gradients accumulate until :meth:`clear_grad` / :meth:`zero_grad`, as
         with torch's ``loss.backward()`` and MegEngine's GradManager. One jitted
@@ -588,6 +626,9 @@ class Optimizer:
         dynamic = [x if _is_traceable(x) else None for x in leaves]
         static = tuple(_StaticArg(x) if not _is_traceable(x) else None for x in leaves)
         key = (loss_fn, has_aux, args_def, static)
+        if self._model is not None:
+            self._model_sync(split=True)  # an nnx module may have changed (eval(), a loaded state)
+            key += (self._model.static_key(),)
         try:
             fn = self._backward_cache.get(key)
         except TypeError:
@@ -604,13 +645,23 @@ class Optimizer:
             self._backward_cache.move_to_end(key)
         params = [g.params for g in self._groups]
         grads = None if any(g.grads is None for g in self._groups) else [g.grads for g in self._groups]
-        out, new_grads = fn(params, grads, dynamic)
+        if self._model is not None:
+            out, new_grads, rest = fn(params, grads, dynamic, self._model.rest())
+            self._model.set_rest(rest)
+        else:
+            out, new_grads = fn(params, grads, dynamic)
         for g, leaves in zip(self._groups, new_grads):
             g.grads = leaves
         return out
 
     def _make_backward(self, loss_fn: Callable[..., Any], has_aux: bool, args_def: Any,
                        static: tuple[Any, ...]) -> Callable[..., Any]:
+        if self._model is not None:
+            def args_of(dynamic):
+                return args_def.unflatten([d if s is None else s.value for d, s in zip(dynamic, static)])
+
+            return _model.make_backward(self._model, self._by_position, args_of, loss_fn, has_aux)
+
         def objective(params, dynamic):
             leaves = [d if s is None else s.value for d, s in zip(dynamic, static)]
             args, kwargs = args_def.unflatten(leaves)
@@ -714,12 +765,14 @@ class Optimizer:
         return params, grads, states, variant
 
     def _run_step(self, grads: list[list[jax.Array]]) -> None:
+        self._model_sync(split=False)
         self._sync_hparams()
         fn = self._compiled_step()
         new_params, new_states = fn(*self._step_args(fn, grads))
         for g, p, s in zip(self._groups, new_params, new_states):
             g.params, g.state = p, s
         self._params_cache = None
+        self._model_stepped()
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply the accumulated gradients; returns the optimizer, or the closure's loss.
@@ -1074,6 +1127,116 @@ class Optimizer:
                         extra.append(arr.astype(spec.dtype))
             plan.append((g, hp, _state_setter(g.layout, new_slots, step, extra)))
         return plan
+
+    # ------------------------------------------------------------------ models (see funcopt.optim._model)
+
+    @property
+    def model(self) -> Any:
+        """The current model: the nnx module itself (updated in place by each step), else rebuilt.
+
+        An equinox module or a pytree with non-trainable leaves is immutable: read the
+        trained model here after each step. Built from a list of arrays or of group
+        dicts, the optimizer's model is :attr:`params`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import funcopt as fo
+            >>> model = {'w': jnp.ones(2), 'calls': jnp.array(0)}
+            >>> opt = fo.optim.SGD(model, lr=0.5)
+            >>> opt({'w': jnp.ones(2), 'calls': None}).model
+            {'calls': Array(0, dtype=int32, weak_type=True), 'w': Array([0.5, 0.5], dtype=float32)}
+
+        Setting it replaces an immutable model of the same structure (its trainable
+        values as :attr:`params`, keeping the optimizer state, and its other leaves);
+        an nnx module is updated in place instead (``nnx.update(opt.model, state)``).
+
+            >>> opt.model = {'w': jnp.zeros(2), 'calls': jnp.array(5)}
+            >>> int(opt.model['calls']), opt.params['w']
+            (5, Array([0., 0.], dtype=float32))
+        """
+        if self._model is None:
+            return self.params
+        if self._model.is_nnx:
+            return self._model.module
+        storage = [g.params for g in self._groups]
+
+        def values():  # fresh copies in one call: a later step donates the storage, never the model's arrays
+            copies = _model.copies_fn(self._model, [g.layout for g in self._groups])(storage)
+            return {i: x for positions, leaves in zip(self._model.positions, copies) for i, x in zip(positions, leaves)}
+
+        return self._model.current(values, tuple(x for st in storage for x in st))
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        """Replace an immutable model (same structure): its trainable values as :attr:`params`, and the rest."""
+        if self._model is None:
+            self.params = model
+            return
+        if self._model.is_nnx:
+            if model is not self._model.module:
+                raise ValueError("an nnx module is updated in place: nnx.update(opt.model, new_state)")
+            return
+        given = _model.Flat(model)
+        if given.treedef != self._model.flat.treedef:
+            raise ValueError(f"the new model's structure {given.treedef} differs from the optimizer's "
+                             f"{self._model.flat.treedef}")
+        self.params = self._model.view({i: given.leaves[i] for i in self._model.trainable()})  # validates first
+        self._model.replace_rest(model)
+
+    def _by_position(self, storage: list[list[jax.Array]]) -> dict[int, Any]:
+        """Each group's leaves (unpacked from ``storage``) by their place in the model."""
+        return {i: leaf for g, st, positions in zip(self._groups, storage, self._model.positions)
+                for i, leaf in zip(positions, g.layout.unpack(st))}
+
+    def _model_group(self, param_group: Mapping[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """A group dict cut from the optimizer's model as a plain group (arrays and names) and its places."""
+        part = param_group["params"]
+        if not isinstance(part, _model.ModelPart):
+            raise ValueError("this optimizer trains a model: add a group cut from it, e.g. "
+                             "opt.add_param_group({'params': fo.optim.param_groups(model, {...})[0]['params'], "
+                             "'lr': ...})")
+        if self._model is None:
+            if self._groups:
+                raise ValueError("this optimizer was built from plain parameters; a group cut from a model "
+                                 "cannot join it")
+            # constructed from the groups of fo.optim.param_groups
+            self._model = _model.Model(part)
+        if not self._model.same_model(part):
+            raise ValueError("the group is cut from another model than the one this optimizer trains")
+        positions, values, names = self._model.group_values(part)
+        taken = set(self._model.trainable())
+        if any(i in taken for i in positions) or len(set(positions)) != len(positions):
+            raise ValueError("some parameters appear in more than one parameter group")
+        group = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
+        group["params"] = list(values)
+        group["param_names"] = list(names)
+        return group, positions
+
+    def _model_sync(self, split: bool) -> None:
+        """Adopt what the user changed in an nnx module: trainable values (as torch's in-place edits).
+
+        With ``split`` the module is split again first (its graphdef, e.g. after ``eval()``,
+        and its current carried state). Costs a few microseconds per parameter otherwise.
+        """
+        model = self._model
+        if model is None or not model.is_nnx:
+            return
+        if split:
+            model.refresh()
+        edited = model.edited()
+        if edited:
+            values = self._by_position([g.params for g in self._groups])
+            values.update(edited)
+            self.params = model.view(values)
+
+    def _model_stepped(self) -> None:
+        """After new parameter values: write copies of them into an nnx module (the user's object)."""
+        model = self._model
+        if model is None or not model.is_nnx:
+            return
+        fn = _model.copies_fn(model, [g.layout for g in self._groups])
+        copies = fn([g.params for g in self._groups])
+        model.write({i: x for positions, leaves in zip(model.positions, copies) for i, x in zip(positions, leaves)})
 
     # ------------------------------------------------------------------ repr
 
