@@ -19,6 +19,7 @@ import numpy as np
 import funcopt.optimizers as F
 from funcopt._src.base import apply_updates
 from funcopt._src.hparams import OptimizerState
+from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer, _is_traceable, _plain, _StaticArg, _to_numpy
 
 _CACHE_SIZE = 8
@@ -244,6 +245,7 @@ class LBFGS(Optimizer):
             >>> opt.params['w']
             Array([1., 1.], dtype=float32)
         """
+        guard.check_host_call(self, "step")
         args, kwargs = (closure,) if closure is not None else (), {}
         for hook in list(self._step_pre_hooks.values()):
             out = hook(self, args, kwargs)
