@@ -25,7 +25,7 @@ from funcopt._src.base import GradientTransformation, PyTree, apply_updates
 from funcopt._src.hparams import OptimizerState, float_dtype, is_static_zero
 from funcopt._src.native import native_error
 from funcopt._src.tree import path_name
-from funcopt.optim import _fused
+from funcopt.optim import _fused, guard, interop
 from funcopt.optim._layout import Layout
 from funcopt.transforms.masking import MaskedNode
 
@@ -93,12 +93,7 @@ def _is_array(x: Any) -> bool:
 
 def _to_numpy(x: Any) -> np.ndarray:
     """A NumPy array from a JAX / NumPy array, a torch tensor (without importing torch) or a number."""
-    if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):
-        x = x.detach().cpu()
-        if str(getattr(x, "dtype", "")) == "torch.bfloat16":
-            return np.asarray(x.float().numpy()).astype(jnp.bfloat16)
-        return x.numpy()
-    return np.asarray(x)
+    return interop.to_numpy(x)  # torch's bfloat16 / float8 tensors: bit-exact ml_dtypes arrays
 
 
 def _plain(value: Any) -> Any:
@@ -307,6 +302,7 @@ class Optimizer:
             >>> [g['lr'] for g in opt.param_groups]
             [0.1, 0.01]
         """
+        guard.check_host_call(self, "add_param_group", param_group)
         if not isinstance(param_group, Mapping):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         if "params" not in param_group:
@@ -323,6 +319,7 @@ class Optimizer:
         names = list(param_group.get("param_names") or [path_name(p) for p, _ in leaves_with_path])
         if len(names) != len(leaves_with_path):
             raise ValueError("all optimizer params should be with/without names. Some param names are missing")
+        guard.check_new_names(self.param_names, names, param_group, leaves_with_path)
         leaves = []
         for name, (_, leaf) in zip(names, leaves_with_path):
             if not _is_array(leaf) and not isinstance(leaf, numbers.Number):
@@ -505,7 +502,8 @@ class Optimizer:
     def params(self) -> PyTree:
         """The current parameters, in the structure given at construction."""
         if self._params_cache is None:
-            self._params_cache = self._tree_of([g.params for g in self._groups])
+            with jax.ensure_compile_time_eval():  # concrete views, even when first read inside a traced function
+                self._params_cache = self._tree_of([g.params for g in self._groups])
         return self._params_cache
 
     @params.setter
@@ -523,6 +521,7 @@ class Optimizer:
             >>> opt.params['w']
             Array([0., 0.], dtype=float32)
         """
+        guard.check_host_call(self, "params = ...", tree)
         leaves = self._leaves_of(tree, "params")
         for g, gl in zip(self._groups, leaves):
             for name, x in zip(g.names, gl):
@@ -582,6 +581,7 @@ class Optimizer:
             >>> opt.grad['w']
             Array([6., 8.], dtype=float32)
         """
+        guard.check_host_call(self, "backward", args, kwargs)
         # array leaves of the arguments are traced; anything else (a module's static part, a flag, a
         # function) is a compile-time constant and part of the cache key
         leaves, args_def = jax.tree.flatten((args, kwargs))
@@ -639,6 +639,7 @@ class Optimizer:
             >>> opt.clear_grad().grad is None
             True
         """
+        guard.check_host_call(self, "clear_grad")
         for g in self._groups:
             g.grads = None
         return self
@@ -654,6 +655,7 @@ class Optimizer:
             >>> opt.grad['w']
             Array([0., 0.], dtype=float32)
         """
+        guard.check_host_call(self, "zero_grad")
         for g in self._groups:
             g.grads = None if set_to_none else [jnp.zeros_like(p) for p in g.params]
 
@@ -738,6 +740,7 @@ class Optimizer:
             >>> opt.step(closure)
             Array(2., dtype=float32)
         """
+        guard.check_host_call(self, "step")
         args, kwargs = (closure,) if closure is not None else (), {}
         for hook in list(self._step_pre_hooks.values()):
             out = hook(self, args, kwargs)
@@ -768,6 +771,7 @@ class Optimizer:
             >>> opt({'w': jnp.ones(2)}).params['w']
             Array([0.5, 0.5], dtype=float32)
         """
+        guard.check_host_call(self, "__call__", grads)
         leaves = self._leaves_of(grads, "grads")
         for g, gl in zip(self._groups, leaves):
             for name, x, pdtype in zip(g.names, gl, g.layout.dtypes):
@@ -947,6 +951,7 @@ class Optimizer:
             >>> fresh.param_groups[0]['lr'], int(fresh.state['w']['step'])
             (0.1, 1)
         """
+        guard.check_host_call(self, "load_state_dict", state_dict)
         for hook in list(self._load_state_dict_pre_hooks.values()):
             out = hook(self, state_dict)
             if out is not None:
@@ -1118,6 +1123,7 @@ class _ParamGroup(dict):
     def __setitem__(self, key: str, value: Any) -> None:
         if key in ("params", "param_names"):
             raise KeyError(f"param_groups[i][{key!r}] is read-only here; use add_param_group for new parameters")
+        guard.check_host_call(self._opt(), f"param_groups[i][{key!r}] = ...", value)
         super().__setitem__(key, value)
 
     def items(self):  # type: ignore[override]
@@ -1263,7 +1269,7 @@ def _validated_slots(group: _Group, template: Any, per_param: list[dict[str, np.
                                      f"expected {shape}")
                 kind_ok = (np.issubdtype(arr.dtype, np.complexfloating) == jnp.issubdtype(dtype,
                                                                                             jnp.complexfloating)
-                           and (np.issubdtype(arr.dtype, np.inexact) or arr.dtype == jnp.bfloat16))
+                           and jnp.issubdtype(arr.dtype, jnp.inexact))  # ml_dtypes' bfloat16, float8 too
                 if not kind_ok:
                     raise ValueError(f"loaded state {k!r} of parameter {name!r} has dtype {arr.dtype}, which "
                                      f"cannot hold the optimizer's {dtype} state")
