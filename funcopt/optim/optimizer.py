@@ -882,8 +882,9 @@ class Optimizer:
         """The optimizer's state in torch.optim's format, with NumPy arrays.
 
         ``{'state': {0: {'exp_avg': array(...), ...}, ...}, 'param_groups': [{'lr': ..., 'params': [0, 1],
-        'param_names': [...]}, ...]}``. A torch optimizer of the same class loads it after
-        ``torch.as_tensor`` on the arrays.
+        'param_names': [...]}, ...]}``. A torch optimizer of the same class loads
+        ``funcopt.optim.to_torch(opt.state_dict())``: torch tensors of the same dtypes and bits (bfloat16
+        and float8 state are ``ml_dtypes`` arrays here, which ``torch.as_tensor`` refuses).
 
         Example:
             >>> import jax.numpy as jnp
