@@ -97,8 +97,9 @@ class LBFGS(Optimizer):
     the first iteration only the counters exist, and ``al`` only from the
     second iteration on, as in torch. :meth:`load_state_dict` accepts that
     format, with torch tensors or arrays (a torch ``LBFGS`` state_dict as it
-    is). For torch to load ours, convert every array with ``torch.as_tensor``,
-    list entries one by one (``None`` stays ``None``).
+    is). For torch to load ours, convert it with
+    :func:`funcopt.optim.to_torch` (list entries one by one, ``None`` stays
+    ``None``).
 
     Args:
         params: a pytree of arrays (one group; a list of several group dicts
