@@ -649,6 +649,7 @@ class GradScaler:
         When any gradient is not finite they are all dropped and :meth:`update`
         will back off. Returns self.
         """
+        guard.check_host_call(self, "unscale", grad_tensors)
         opts = _optimizers_of(grad_tensors)
         if opts is None:
             raise TypeError("unscale takes a funcopt optimizer, a GradManager or a list of them, "

@@ -78,11 +78,13 @@ def functional_hint(obj: Any) -> str:
     return "the functional optimizer, e.g. tx = fo.adam(...); state = tx.init(params); ..."
 
 
-def check_host_call(obj: Any, method: str, *args: Any) -> None:
+def check_host_call(obj: Any, method: str, *args: Any, hint: str | None = None) -> None:
     """Raise ``RuntimeError`` when ``obj.method(*args)`` is called under a JAX transformation.
 
     Under a transformation means: while JAX traces a function, or with a tracer
     among ``args`` (a leaked tracer included). Nothing has changed when it raises.
+    ``obj`` may be a string, the namespace of a function (``'fo.optim'``);
+    ``hint`` replaces the functional counterpart the message suggests.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -95,13 +97,13 @@ def check_host_call(obj: Any, method: str, *args: Any) -> None:
     """
     if not in_transformation() and not _has_tracer(args):
         return
-    owner = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+    owner = obj if isinstance(obj, str) else obj.__name__ if isinstance(obj, type) else type(obj).__name__
     call = method if method.endswith((")", "...")) else method + "()"
     raise RuntimeError(
         f"{owner}.{call} was called under a JAX transformation (jax.jit, vmap, grad, lax.scan...) or "
         "with traced arguments. A stateful optimizer (and a scheduler that drives one) keeps its state as "
         "concrete values outside the traced function, so it cannot run inside one. Call it outside the transformation, "
-        f"or use the functional API inside your jitted function: {functional_hint(obj)} "
+        f"or use the functional API inside your jitted function: {hint or functional_hint(obj)} "
         "updates, state = tx.update(grads, state, params); params = fo.apply_updates(params, updates). "
         "Nothing was changed.")
 

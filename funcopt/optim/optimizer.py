@@ -1374,6 +1374,7 @@ def _grad_storage(opt: Optimizer) -> list[list[jax.Array]] | None:
 
 def _replace_grad_storage(opt: Optimizer, storage: list[list[jax.Array]]) -> None:
     """Store new gradients, with the shapes and dtypes :func:`_grad_storage` returned."""
+    guard.check_host_call(opt, "in-place gradient update (clip_grad_norm_, clip_grad_value_)", storage)
     if len(storage) != len(opt._groups):
         raise ValueError(f"expected gradient storage for {len(opt._groups)} groups, got {len(storage)}")
     for g, new in zip(opt._groups, storage):

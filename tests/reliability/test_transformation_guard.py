@@ -99,6 +99,10 @@ ENTRY_POINTS: dict[str, Callable[[Any, jax.Array], Any]] = {
     "clear_grad()": lambda opt, x: opt.clear_grad(),
     "add_param_group": lambda opt, x: opt.add_param_group({"params": {"extra": x}}),
     "param_groups lr = traced": lambda opt, x: opt.param_groups[0].__setitem__("lr", jnp.sum(x) * 1e-3),
+    # in-place gradient utilities: refused before their (donating) computation runs
+    "clip_grad_norm_": lambda opt, x: fo.optim.clip_grad_norm_(opt, 0.1),
+    "clip_grad_value_": lambda opt, x: fo.optim.clip_grad_value_(opt, 0.01),
+    "clip_grads_with_norm_": lambda opt, x: fo.optim.clip_grads_with_norm_(opt, 0.1, jnp.sum(x)),
 }
 
 
@@ -298,10 +302,17 @@ def test_megengine_optimizer_and_scheduler(transformation):
         return opt, mge.MultiStepLR(opt, milestones=[1, 2])
 
     (opt, sched), (twin, _) = make(), make()
+    for o in (opt, twin):  # gradients held for clipping
+        o.backward(lambda p, x: jnp.sum(p["w"] * x), jnp.array([3.0, -4.0]))
     run = TRANSFORMATIONS[transformation]
     _refused(run, lambda x: opt({"w": x}))
     _refused(run, lambda x: opt.backward(lambda p, x: jnp.sum(p["w"] * x), x))
     _refused(run, lambda x: sched.step())
+    _refused(run, lambda x: mge.clip_grad_value(opt, -0.01, 0.01))
+    _refused(run, lambda x: mge.clip_grad_norm(opt, 0.01))
+    scaler = mge.GradScaler()
+    _refused(run, lambda x: scaler.unscale(opt))
+    assert scaler.state_dict() == mge.GradScaler().state_dict()
     assert sched.current_epoch == 0
     assert_unchanged(snapshot(twin), snapshot(opt), f"MegEngine SGD under {transformation}")
 
