@@ -50,8 +50,12 @@ def in_transformation() -> bool:
 
 
 def _has_tracer(values: Iterable[Any]) -> bool:
-    return any(isinstance(x, jax.core.Tracer)
-               for v in values for x in jax.tree.leaves(v, is_leaf=lambda x: isinstance(x, jax.core.Tracer)))
+    tracer = jax.core.Tracer  # a tracer is a pytree leaf: a plain (C++) flatten finds it
+    try:
+        leaves = jax.tree.leaves(values)
+    except Exception:  # noqa: BLE001 - not a pytree (e.g. mixed dict keys): the caller's checks report it
+        return False
+    return any(isinstance(x, tracer) for x in leaves)
 
 
 def functional_hint(obj: Any) -> str:

@@ -502,8 +502,9 @@ class Optimizer:
     def params(self) -> PyTree:
         """The current parameters, in the structure given at construction."""
         if self._params_cache is None:
-            with jax.ensure_compile_time_eval():  # concrete views, even when first read inside a traced function
-                self._params_cache = self._tree_of([g.params for g in self._groups])
+            if guard.in_transformation():  # read inside a traced function: views of the trace, not to keep
+                return self._tree_of([g.params for g in self._groups])
+            self._params_cache = self._tree_of([g.params for g in self._groups])
         return self._params_cache
 
     @params.setter
