@@ -1,7 +1,7 @@
 """Checkpoints without pickle: one NumPy ``.npz`` file, written atomically.
 
 :func:`save` writes either a stateful optimizer (its torch-format
-``state_dict()``, optionally with its parameters) or any pytree of arrays,
+``state_dict()`` and, unless ``params=False``, its parameters) or any pytree of arrays,
 such as a functional optimizer state. The file is a plain ``.npz`` archive:
 every array is one entry, stored as its raw bytes (extended dtypes such as
 ``bfloat16`` or ``float8_*`` as unsigned-integer views of the same width),
