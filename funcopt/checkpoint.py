@@ -1,7 +1,7 @@
 """Checkpoints without pickle: one NumPy ``.npz`` file, written atomically.
 
 :func:`save` writes either a stateful optimizer (its torch-format
-``state_dict()``, optionally with its parameters) or any pytree of arrays,
+``state_dict()`` and, unless ``params=False``, its parameters) or any pytree of arrays,
 such as a functional optimizer state. The file is a plain ``.npz`` archive:
 every array is one entry, stored as its raw bytes (extended dtypes such as
 ``bfloat16`` or ``float8_*`` as unsigned-integer views of the same width),
@@ -94,9 +94,10 @@ def save(path: str | os.PathLike[str], obj: Any, *, params: bool | PyTree | None
     ``obj`` is either
 
     * a stateful optimizer (:class:`funcopt.optim.Optimizer`): its
-      ``state_dict()`` is saved. With ``params=True`` its current parameters
-      (:attr:`~funcopt.optim.Optimizer.params`) are saved as well; a pytree
-      given as ``params`` (same structure, shapes and dtypes as the
+      ``state_dict()`` and, by default, the parameters it owns (its current
+      :attr:`~funcopt.optim.Optimizer.params`), so that :func:`load` resumes
+      training where it stopped. ``params=False`` saves the state only; a
+      pytree given as ``params`` (same structure, shapes and dtypes as the
       optimizer's parameters) is saved in their place. Hyperparameters that
       are schedules (Python callables) are code, not data: they are left out,
       and the optimizer a checkpoint is loaded into keeps its own.
@@ -111,8 +112,9 @@ def save(path: str | os.PathLike[str], obj: Any, *, params: bool | PyTree | None
     Args:
         path: the file to write (no suffix is added).
         obj: a stateful optimizer or a pytree of arrays.
-        params: for an optimizer only: ``True`` to save its parameters too, or
-            a pytree of parameters to save with its state.
+        params: for an optimizer only: ``None`` (the default) or ``True``
+            saves its parameters with its state, ``False`` the state alone, a
+            pytree of parameters is saved in place of the optimizer's.
 
     Returns:
         None.
@@ -155,8 +157,10 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
 
     * ``target`` a stateful optimizer: the checkpoint must hold the state of
       an optimizer of the same class. Its ``load_state_dict`` is called, and
-      the parameters are restored too when they were saved; on any error the
-      optimizer is left exactly as it was. Returns the optimizer.
+      the parameters are restored too when they were saved (the default of
+      :func:`save`); a checkpoint saved with ``params=False`` restores the
+      state only and the optimizer keeps its current weights. On any error
+      the optimizer is left exactly as it was. Returns the optimizer.
     * ``target`` a pytree (e.g. ``tx.init(params)``, or
       ``jax.eval_shape(tx.init, params)``): the saved leaves are put into
       ``target``'s structure after checking that the number of leaves, their
@@ -192,7 +196,7 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
         >>> opt = fo.optim.Adam({'w': jnp.ones(2)}, lr=0.1)
         >>> _ = opt({'w': jnp.ones(2)})
         >>> path = os.path.join(tempfile.mkdtemp(), 'opt.npz')
-        >>> fo.save(path, opt, params=True)
+        >>> fo.save(path, opt)  # the state and the parameters
         >>> fresh = fo.load(path, fo.optim.Adam({'w': jnp.zeros(2)}, lr=0.1))
         >>> fresh.params['w'], int(fresh.state['w']['step'])
         (Array([0.9, 0.9], dtype=float32), 1)
@@ -233,9 +237,9 @@ def _optimizer_meta(opt: Optimizer, params: Any, arrays: list[np.ndarray],
         groups.append(kept)
     sd = {**sd, "param_groups": groups}
     saved_params = None
-    if params is not None and params is not False:
+    if params is not False:  # None (the default) or True: the optimizer's own parameters
         current = opt.params
-        tree = current if params is True else params
+        tree = current if params is None or params is True else params
         _check_params_like(tree, current)
         saved_params = _tree_part(tree, arrays, specs, "params")
     return {"kind": _KIND_OPTIMIZER,

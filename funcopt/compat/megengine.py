@@ -36,6 +36,7 @@ from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, concrete_value, float_dtype
 from funcopt._src.tree import tree_all_finite
 from funcopt.optim import clip_grad as _torch_clip
+from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer, _grad_storage, _replace_grad_storage
 from funcopt.optimizers.adagrad import adagrad_megengine
 from funcopt.transforms.clipping import clip_by_value, global_norm
@@ -297,6 +298,7 @@ class MultiStepLR:
 
     def step(self, epoch: int | None = None) -> None:
         """Advance to the next epoch (or to ``epoch``) and write the groups' learning rates."""
+        guard.check_host_call(self, "step", epoch)
         self.current_epoch = self.current_epoch + 1 if epoch is None else epoch
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
@@ -647,6 +649,7 @@ class GradScaler:
         When any gradient is not finite they are all dropped and :meth:`update`
         will back off. Returns self.
         """
+        guard.check_host_call(self, "unscale", grad_tensors)
         opts = _optimizers_of(grad_tensors)
         if opts is None:
             raise TypeError("unscale takes a funcopt optimizer, a GradManager or a list of them, "

@@ -43,6 +43,7 @@ from funcopt import schedules as _schedules
 from funcopt._src.base import GradientTransformation, PyTree, chain, stateless
 from funcopt._src.hparams import HParam, float_dtype, is_static_zero
 from funcopt._src.tree import param_names
+from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer as _Engine
 from funcopt.optim.optimizer import _group_step
 from funcopt.optimizers.adam import adam_mindspore, adam_weight_decay
@@ -943,6 +944,7 @@ class Optimizer:
 
     @parameters.setter
     def parameters(self, tree: PyTree) -> None:
+        guard.check_host_call(self, "parameters = ...", tree)
         if jax.tree.structure(tree) != self._tree_def:
             raise ValueError(f"parameters of structure {jax.tree.structure(tree)} do not match the optimizer's "
                              f"{self._tree_def}")
@@ -974,6 +976,7 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load :meth:`state_dict`'s result."""
+        guard.check_host_call(self, "load_state_dict", state_dict)
         if self._engine is not None:
             self._engine.load_state_dict({k: v for k, v in state_dict.items() if k != "global_step"})
             self._global_step = int(_group_step(self._engine._groups[0]))
@@ -1163,6 +1166,7 @@ class Optimizer:
             What ``construct`` returns: for the built-in optimizers, MindSpore's
             success flags, a tuple of ``True`` with one entry per parameter.
         """
+        guard.check_host_call(self, "__call__", gradients)
         out = self.construct(self._as_tree(gradients))
         self._global_step += 1
         return out

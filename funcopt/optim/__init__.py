@@ -3,6 +3,7 @@
 from funcopt.optim import lr_scheduler, swa_utils
 from funcopt.optim.clip_grad import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 from funcopt.optim.groups import param_groups
+from funcopt.optim.interop import to_torch
 from funcopt.optim.lbfgs import LBFGS
 from funcopt.optim.optimizer import Optimizer, RemovableHandle
 from funcopt.optim.optimizers import (
@@ -59,4 +60,5 @@ __all__ = [
     "lr_scheduler",
     "param_groups",
     "swa_utils",
+    "to_torch",
 ]

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from funcopt._src.base import PyTree
 from funcopt._src.hparams import float_dtype
+from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer, _grad_storage, _replace_grad_storage
 from funcopt.transforms.clipping import _check_norm_type, _scale_leaf, global_norm
 
@@ -47,6 +48,9 @@ def _nonfinite_message(norm_type: float) -> str:
             "`parameters` is non-finite, so it cannot be clipped. To disable "
             "this error and scale the gradients by the non-finite norm anyway, "
             "set `error_if_nonfinite=False`")
+
+
+_CLIP_HINT = "tx = fo.chain(fo.clip_grad_norm(max_norm), fo.adam(...)); state = tx.init(params); ..."
 
 
 def _optimizers(parameters: Any, fn: str) -> list[Optimizer]:
@@ -183,6 +187,7 @@ def clip_grad_norm_(
     """
     del foreach
     opts = _optimizers(parameters, "clip_grad_norm_")
+    guard.check_host_call("fo.optim", "clip_grad_norm_", max_norm, hint=_CLIP_HINT)
     norm_type = _check_norm_type(norm_type)
     max_norm_arr = _scalar(max_norm)
     holders, storage = _storages(opts)
@@ -275,6 +280,7 @@ def clip_grads_with_norm_(
     """
     del foreach
     opts = _optimizers(parameters, "clip_grads_with_norm_")
+    guard.check_host_call("fo.optim", "clip_grads_with_norm_", max_norm, total_norm, hint=_CLIP_HINT)
     holders, storage = _storages(opts)
     if not holders:
         return
@@ -318,6 +324,7 @@ def clip_grad_value_(
     """
     del foreach
     opts = _optimizers(parameters, "clip_grad_value_")
+    guard.check_host_call("fo.optim", "clip_grad_value_", clip_value, hint=_CLIP_HINT)
     clip_value = float(clip_value)
     holders, storage = _storages(opts)
     if not holders:

@@ -19,6 +19,7 @@ import numpy as np
 import funcopt.optimizers as F
 from funcopt._src.base import apply_updates
 from funcopt._src.hparams import OptimizerState
+from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer, _is_traceable, _plain, _StaticArg, _to_numpy
 
 _CACHE_SIZE = 8
@@ -96,8 +97,9 @@ class LBFGS(Optimizer):
     the first iteration only the counters exist, and ``al`` only from the
     second iteration on, as in torch. :meth:`load_state_dict` accepts that
     format, with torch tensors or arrays (a torch ``LBFGS`` state_dict as it
-    is). For torch to load ours, convert every array with ``torch.as_tensor``,
-    list entries one by one (``None`` stays ``None``).
+    is). For torch to load ours, convert it with
+    :func:`funcopt.optim.to_torch` (list entries one by one, ``None`` stays
+    ``None``).
 
     Args:
         params: a pytree of arrays (one group; a list of several group dicts
@@ -244,6 +246,7 @@ class LBFGS(Optimizer):
             >>> opt.params['w']
             Array([1., 1.], dtype=float32)
         """
+        guard.check_host_call(self, "step")
         args, kwargs = (closure,) if closure is not None else (), {}
         for hook in list(self._step_pre_hooks.values()):
             out = hook(self, args, kwargs)

@@ -36,6 +36,7 @@ from typing import Any, Literal, SupportsFloat
 
 import numpy as np
 
+from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer
 
 __all__ = [
@@ -366,6 +367,7 @@ class LRScheduler:
             >>> _ = opt({'w': jnp.ones(2)}); sched.step(); opt.param_groups[0]['lr']
             0.5
         """
+        guard.check_host_call(self, "step", epoch)
         if self._step_count == 1:
             if not _tracks_optimizer_steps(self.optimizer):
                 warnings.warn(_STEP_OVERRIDDEN_WARNING, UserWarning, stacklevel=2)
@@ -921,6 +923,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
             >>> round(sched.get_last_lr()[0], 6)
             0.853553
         """
+        guard.check_host_call(self, "step", epoch)
         if epoch is None and self.last_epoch < 0:
             epoch = 0
         if epoch is None:
@@ -1401,6 +1404,7 @@ class SequentialLR(LRScheduler):
 
     def step(self) -> None:  # type: ignore[override]
         """Step the scheduler active at the new epoch; at a milestone, restart the next one at epoch 0."""
+        guard.check_host_call(self, "step")
         self.last_epoch += 1
         idx = bisect_right(self._milestones, self.last_epoch)
         scheduler = self._schedulers[idx]
@@ -1468,6 +1472,7 @@ class ChainedScheduler(LRScheduler):
 
     def step(self) -> None:  # type: ignore[override]
         """Step every chained scheduler, in order."""
+        guard.check_host_call(self, "step")
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = _group_values(self._schedulers[-1].optimizer, "lr")
@@ -1571,6 +1576,7 @@ class ReduceLROnPlateau(LRScheduler):
             >>> sched.step(jnp.asarray(0.5)); sched.step(0.4); sched.get_last_lr()
             [0.1]
         """
+        guard.check_host_call(self, "step", metrics, epoch)
         current = float(metrics)
         if epoch is None:
             epoch = self.last_epoch + 1

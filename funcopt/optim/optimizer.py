@@ -25,7 +25,7 @@ from funcopt._src.base import GradientTransformation, PyTree, apply_updates
 from funcopt._src.hparams import OptimizerState, float_dtype, is_static_zero
 from funcopt._src.native import native_error
 from funcopt._src.tree import path_name
-from funcopt.optim import _fused, _model
+from funcopt.optim import _fused, _model, guard, interop
 from funcopt.optim._layout import Layout
 from funcopt.transforms.masking import MaskedNode
 
@@ -93,12 +93,7 @@ def _is_array(x: Any) -> bool:
 
 def _to_numpy(x: Any) -> np.ndarray:
     """A NumPy array from a JAX / NumPy array, a torch tensor (without importing torch) or a number."""
-    if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):
-        x = x.detach().cpu()
-        if str(getattr(x, "dtype", "")) == "torch.bfloat16":
-            return np.asarray(x.float().numpy()).astype(jnp.bfloat16)
-        return x.numpy()
-    return np.asarray(x)
+    return interop.to_numpy(x)  # torch's bfloat16 / float8 tensors: bit-exact ml_dtypes arrays
 
 
 def _plain(value: Any) -> Any:
@@ -326,6 +321,7 @@ class Optimizer:
             >>> [g['lr'] for g in opt.param_groups]
             [0.1, 0.01]
         """
+        guard.check_host_call(self, "add_param_group", param_group)
         if not isinstance(param_group, Mapping):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         if "params" not in param_group:
@@ -345,6 +341,7 @@ class Optimizer:
         names = list(param_group.get("param_names") or [path_name(p) for p, _ in leaves_with_path])
         if len(names) != len(leaves_with_path):
             raise ValueError("all optimizer params should be with/without names. Some param names are missing")
+        guard.check_new_names(self.param_names, names, param_group, leaves_with_path)
         leaves = []
         for name, (_, leaf) in zip(names, leaves_with_path):
             if not _is_array(leaf) and not isinstance(leaf, numbers.Number):
@@ -534,6 +531,8 @@ class Optimizer:
     def params(self) -> PyTree:
         """The current parameters, in the structure given at construction."""
         if self._params_cache is None:
+            if guard.in_transformation():  # read inside a traced function: views of the trace, not to keep
+                return self._tree_of([g.params for g in self._groups])
             self._params_cache = self._tree_of([g.params for g in self._groups])
         return self._params_cache
 
@@ -552,6 +551,7 @@ class Optimizer:
             >>> opt.params['w']
             Array([0., 0.], dtype=float32)
         """
+        guard.check_host_call(self, "params = ...", tree)
         leaves = self._leaves_of(tree, "params")
         for g, gl in zip(self._groups, leaves):
             for name, x in zip(g.names, gl):
@@ -620,6 +620,7 @@ class Optimizer:
             >>> opt.grad['w']
             Array([6., 8.], dtype=float32)
         """
+        guard.check_host_call(self, "backward", args, kwargs)
         # array leaves of the arguments are traced; anything else (a module's static part, a flag, a
         # function) is a compile-time constant and part of the cache key
         leaves, args_def = jax.tree.flatten((args, kwargs))
@@ -690,6 +691,7 @@ class Optimizer:
             >>> opt.clear_grad().grad is None
             True
         """
+        guard.check_host_call(self, "clear_grad")
         for g in self._groups:
             g.grads = None
         return self
@@ -705,6 +707,7 @@ class Optimizer:
             >>> opt.grad['w']
             Array([0., 0.], dtype=float32)
         """
+        guard.check_host_call(self, "zero_grad")
         for g in self._groups:
             g.grads = None if set_to_none else [jnp.zeros_like(p) for p in g.params]
 
@@ -791,6 +794,7 @@ class Optimizer:
             >>> opt.step(closure)
             Array(2., dtype=float32)
         """
+        guard.check_host_call(self, "step")
         args, kwargs = (closure,) if closure is not None else (), {}
         for hook in list(self._step_pre_hooks.values()):
             out = hook(self, args, kwargs)
@@ -821,6 +825,7 @@ class Optimizer:
             >>> opt({'w': jnp.ones(2)}).params['w']
             Array([0.5, 0.5], dtype=float32)
         """
+        guard.check_host_call(self, "__call__", grads)
         leaves = self._leaves_of(grads, "grads")
         for g, gl in zip(self._groups, leaves):
             for name, x, pdtype in zip(g.names, gl, g.layout.dtypes):
@@ -931,8 +936,9 @@ class Optimizer:
         """The optimizer's state in torch.optim's format, with NumPy arrays.
 
         ``{'state': {0: {'exp_avg': array(...), ...}, ...}, 'param_groups': [{'lr': ..., 'params': [0, 1],
-        'param_names': [...]}, ...]}``. A torch optimizer of the same class loads it after
-        ``torch.as_tensor`` on the arrays.
+        'param_names': [...]}, ...]}``. A torch optimizer of the same class loads
+        ``funcopt.optim.to_torch(opt.state_dict())``: torch tensors of the same dtypes and bits (bfloat16
+        and float8 state are ``ml_dtypes`` arrays here, which ``torch.as_tensor`` refuses).
 
         Example:
             >>> import jax.numpy as jnp
@@ -1000,6 +1006,7 @@ class Optimizer:
             >>> fresh.param_groups[0]['lr'], int(fresh.state['w']['step'])
             (0.1, 1)
         """
+        guard.check_host_call(self, "load_state_dict", state_dict)
         for hook in list(self._load_state_dict_pre_hooks.values()):
             out = hook(self, state_dict)
             if out is not None:
@@ -1281,6 +1288,7 @@ class _ParamGroup(dict):
     def __setitem__(self, key: str, value: Any) -> None:
         if key in ("params", "param_names"):
             raise KeyError(f"param_groups[i][{key!r}] is read-only here; use add_param_group for new parameters")
+        guard.check_host_call(self._opt(), f"param_groups[i][{key!r}] = ...", value)
         super().__setitem__(key, value)
 
     def items(self):  # type: ignore[override]
@@ -1426,7 +1434,7 @@ def _validated_slots(group: _Group, template: Any, per_param: list[dict[str, np.
                                      f"expected {shape}")
                 kind_ok = (np.issubdtype(arr.dtype, np.complexfloating) == jnp.issubdtype(dtype,
                                                                                             jnp.complexfloating)
-                           and (np.issubdtype(arr.dtype, np.inexact) or arr.dtype == jnp.bfloat16))
+                           and jnp.issubdtype(arr.dtype, jnp.inexact))  # ml_dtypes' bfloat16, float8 too
                 if not kind_ok:
                     raise ValueError(f"loaded state {k!r} of parameter {name!r} has dtype {arr.dtype}, which "
                                      f"cannot hold the optimizer's {dtype} state")
@@ -1530,6 +1538,7 @@ def _grad_storage(opt: Optimizer) -> list[list[jax.Array]] | None:
 
 def _replace_grad_storage(opt: Optimizer, storage: list[list[jax.Array]]) -> None:
     """Store new gradients, with the shapes and dtypes :func:`_grad_storage` returned."""
+    guard.check_host_call(opt, "in-place gradient update (clip_grad_norm_, clip_grad_value_)", storage)
     if len(storage) != len(opt._groups):
         raise ValueError(f"expected gradient storage for {len(opt._groups)} groups, got {len(storage)}")
     for g, new in zip(opt._groups, storage):

@@ -72,8 +72,9 @@ def test_clip_grad_norm_groups_and_several_optimizers(dtype):
     with precision(dtype):
         p1, p2 = make_params(dtype, seed=0), make_params(dtype, seed=5)
         g1, g2 = make_grads(p1, 1, seed=2)[0], make_grads(p2, 1, seed=3, scale=4.0)[0]
-        groups = fo.optim.SGD([{"params": jax.tree.map(jnp.asarray, p1)},
-                               {"params": jax.tree.map(jnp.asarray, p2), "lr": 0.5}], lr=0.1)
+        groups = fo.optim.SGD([{"params": jax.tree.map(jnp.asarray, p1)},  # distinct names for the second
+                               {"params": jax.tree.map(jnp.asarray, p2), "lr": 0.5,
+                                "param_names": [f"second.{n}" for n in fo.param_names(p2)]}], lr=0.1)
         groups.zero_grad(set_to_none=False)
         groups.backward(_linear, [jax.tree.map(jnp.asarray, g1), jax.tree.map(jnp.asarray, g2)])
         # a per-tensor (not packed) layout: Adafactor stores its parameters leaf by leaf

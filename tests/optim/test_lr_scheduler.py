@@ -59,8 +59,9 @@ def _fo_opt(kind="SGD", lrs=LRS, params=None, grads=None, group_extra=None, **kw
     """A funcopt optimizer on float64 params (call under x64), holding ``grads`` ready for ``step()``."""
     params = _initial_params(len(lrs)) if params is None else params
     group_extra = group_extra or [{} for _ in lrs]
-    groups = [{"params": jax.tree.map(jnp.asarray, p), "lr": lr, **extra}
-              for p, lr, extra in zip(params, lrs, group_extra)]
+    # distinct names per group (funcopt refuses a repeated parameter name)
+    groups = [{"params": jax.tree.map(jnp.asarray, p), "param_names": [f"{i}.s", f"{i}.w"], "lr": lr, **extra}
+              for i, (p, lr, extra) in enumerate(zip(params, lrs, group_extra))]
     opt = getattr(fo.optim, kind)(groups, **kw)
     grads = _fixed_grads(len(lrs)) if grads is None else grads
     coefs = [jax.tree.map(jnp.asarray, g) for g in grads]

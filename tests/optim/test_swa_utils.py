@@ -188,7 +188,8 @@ def _swalr_cases():
 
 def _both_optimizers(n_groups, base_lr=0.1):
     lrs = [0.1, 0.02, 0.5][:n_groups]
-    ours = fo.optim.SGD([{"params": {"w": jnp.zeros(2)}, "lr": lr} for lr in lrs], lr=base_lr, momentum=0.9)
+    ours = fo.optim.SGD([{"params": {"w": jnp.zeros(2)}, "param_names": [f"{i}.w"], "lr": lr}  # distinct names
+                         for i, lr in enumerate(lrs)], lr=base_lr, momentum=0.9)
     tparams = [torch.nn.Parameter(torch.zeros(2)) for _ in lrs]
     theirs = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(tparams, lrs)], lr=base_lr,
                              momentum=0.9)

@@ -3,21 +3,41 @@
 XLA:CPU compiles an elementwise optimizer step into one loop per output array, so an Adam step
 reads the moments back after writing them. :func:`fused_adam` makes the whole step one pass over
 the buffers, as torch's fused CPU kernel does. The shared library is compiled once per machine
-(``c++``, or the compiler named by ``CXX``) into ``$FUNCOPT_CACHE_DIR`` (default
-``~/.cache/funcopt``) and loaded from there afterwards; :func:`native_error` says why it cannot be
-when it cannot (no compiler, a failed build).
+(``c++``, or the compiler named by ``CXX``) into a private cache folder, ``$FUNCOPT_CACHE_DIR``
+(default ``$XDG_CACHE_HOME/funcopt`` or ``~/.cache/funcopt``), and loaded from there afterwards;
+:func:`native_error` says why it cannot be when it cannot (no compiler, a failed build, with the
+compiler's messages).
+
+A shared library runs with the user's rights once loaded, so nothing is loaded from a place
+another user could write: the cache folder is created with mode 0700 and must be owned by the
+user and writable by no one else, every folder above it must be owned by the user or root and
+writable by no one else unless it is sticky (``/tmp``), and the library file must be a regular
+file owned by the user and writable by no one else. A library that fails these checks is never
+loaded (a file in the user's own private folder is removed and rebuilt). A build writes a private
+temporary file in the folder and renames it into place, so a concurrent process sees the whole
+library or none. When the cache folder cannot be created or fails the checks, the kernel is built
+into a fresh private folder from ``tempfile.mkdtemp`` (mode 0700) for this process only, with a
+``RuntimeWarning`` naming the folder that was refused.
+
+The flags are fixed for reproducibility: ``-O3 -ffp-contract=off`` (no fused multiply-add
+contraction, so the kernel rounds as the C++ source reads), built for the machine's baseline
+instruction set. ``FUNCOPT_NATIVE_MARCH=native`` adds ``-march=native``: faster on some CPUs,
+but the results may then differ in the last bits between machines.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import jax
@@ -26,12 +46,18 @@ import jaxlib
 import numpy as np
 
 SOURCE = Path(__file__).with_name("fused_adam.cc")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC", "-w"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC"]
+MARCH_ENV = "FUNCOPT_NATIVE_MARCH"
 _TARGETS = {np.dtype(np.float32): "funcopt_fused_adam_f32", np.dtype(np.float64): "funcopt_fused_adam_f64"}
 _SYMBOLS = {"funcopt_fused_adam_f32": "FuncoptAdamF32", "funcopt_fused_adam_f64": "FuncoptAdamF64"}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "lib" once loaded and registered, or "error"
+_private_tmp: list[Path] = []  # this process's fallback folder, once made
+
+
+class UntrustedPathError(OSError):
+    """A folder or library file that another user could have written: never loaded from."""
 
 
 def cache_dir() -> Path:
@@ -42,9 +68,80 @@ def cache_dir() -> Path:
     return Path(base) / "funcopt"
 
 
+def flags() -> list[str]:
+    """The compiler flags: :data:`FLAGS`, plus ``-march=<value>`` when ``$FUNCOPT_NATIVE_MARCH`` is set."""
+    march = os.environ.get(MARCH_ENV, "").strip()
+    return [*FLAGS, f"-march={march}"] if march else list(FLAGS)
+
+
+def _uid() -> int | None:
+    return os.getuid() if hasattr(os, "getuid") else None
+
+
+def check_private_dir(folder: Path) -> None:
+    """Raise :class:`UntrustedPathError` unless ``folder`` is a real folder only this user can write.
+
+    ``folder`` itself must be owned by the user and not group- or other-writable; each folder
+    above it must be owned by the user or root and, unless sticky, not group- or other-writable
+    (anyone who can write a parent can swap the folder for another).
+    """
+    uid = _uid()
+    if uid is None:  # no POSIX ownership to check (Windows): the user's profile folder is private
+        return
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode):
+        raise UntrustedPathError(f"{folder} is a symbolic link")
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(f"{folder} is not a folder")
+    if st.st_uid != uid:
+        raise UntrustedPathError(f"{folder} is owned by uid {st.st_uid}, not by this user ({uid})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UntrustedPathError(f"{folder} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                                 f"make it private: chmod 700 {folder}")
+    for parent in Path(os.path.realpath(folder)).parents:
+        st = os.stat(parent)
+        if st.st_uid not in (uid, 0):
+            raise UntrustedPathError(f"{parent}, above {folder}, is owned by uid {st.st_uid}")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            raise UntrustedPathError(f"{parent}, above {folder}, is writable by other users "
+                                     f"(mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def check_private_file(path: Path) -> None:
+    """Raise :class:`UntrustedPathError` unless ``path`` is a regular file of this user that no one else can write."""
+    uid = _uid()
+    if uid is None:
+        return
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UntrustedPathError(f"{path} is not a regular file")
+    if st.st_uid != uid:
+        raise UntrustedPathError(f"{path} is owned by uid {st.st_uid}, not by this user ({uid})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UntrustedPathError(f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def _make_private_dir(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode 0700 (the umask cannot widen it)."""
+    missing = []
+    for p in [folder, *folder.parents]:
+        if os.path.lexists(p):
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            pass
+
+
 def _fallback_dir() -> Path:
-    """Where kernels are built when :func:`cache_dir` cannot be written: a per-user temporary folder."""
-    return Path(tempfile.gettempdir()) / f"funcopt-{getattr(os, 'getuid', lambda: 'user')()}"
+    """This process's private temporary folder (``tempfile.mkdtemp``: mode 0700), removed at exit."""
+    if not _private_tmp:
+        folder = Path(tempfile.mkdtemp(prefix="funcopt-native-"))
+        _private_tmp.append(folder)
+        atexit.register(shutil.rmtree, folder, True)
+    return _private_tmp[0]
 
 
 def _compiler() -> str | None:
@@ -60,31 +157,70 @@ def _cpu_model() -> str:
         return platform.processor()
 
 
-def _build(cxx: str) -> Path:
+def _library_name(cxx: str, cflags: list[str]) -> str:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cxx, version, jaxlib.__version__,
-                                    platform.machine(), _cpu_model()]).encode()).hexdigest()[:16]
-    name = f"fused_adam-{key}.so"
-    for folder in (cache_dir(), _fallback_dir()):
-        if (folder / name).is_file():
-            return folder / name
+    parts = [SOURCE.read_text(), " ".join(cflags), cxx, version, jaxlib.__version__, platform.machine()]
+    if any(f.startswith("-march=") for f in cflags):
+        parts.append(_cpu_model())  # a library built for this CPU is not shared with another one
+    return f"fused_adam-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:16]}.so"
+
+
+def _trusted_library(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when it exists and passes the checks; an untrusted one is removed (the folder is ours)."""
+    path = folder / name
+    if not os.path.lexists(path):
+        return None
     try:
-        folder = cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError:  # a read-only home: build into the temporary folder instead
-        folder = _fallback_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        out = Path(tmp) / target.name
-        cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(out)]
+        check_private_file(path)
+        return path
+    except UntrustedPathError as e:
+        try:
+            os.unlink(path)  # possible only because the folder is this user's: rebuild it below
+        except OSError:
+            raise UntrustedPathError(f"refusing {e}, and it cannot be removed") from e
+        return None
+
+
+def _compile(cxx: str, cflags: list[str], folder: Path, name: str) -> Path:
+    """Build into a private temporary file of ``folder``, then rename it to ``name`` atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)  # mode 0600, a fresh name
+    os.close(fd)
+    try:
+        cmd = [cxx, *cflags, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n{done.stderr.strip()[-2000:]}")
-        os.replace(out, target)  # atomic: a concurrent process sees the whole file or none
-    return target
+            messages = (done.stderr + done.stdout).strip()
+            raise RuntimeError(f"building {SOURCE.name} failed (exit status {done.returncode}) with "
+                               f"{' '.join(cmd)}\ncompiler output:\n{messages[-4000:]}")
+        os.chmod(tmp, 0o700)  # the linker may have recreated it with the umask's mode
+        check_private_file(Path(tmp))
+        target = folder / name
+        os.replace(tmp, target)  # atomic: a concurrent process sees the whole file or none
+        return target
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _build(cxx: str) -> Path:
+    """A trusted library file: from the cache folder, else built there, else built in a private temporary one."""
+    cflags = flags()
+    name = _library_name(cxx, cflags)
+    folder = cache_dir()
+    try:
+        _make_private_dir(folder)
+        check_private_dir(folder)
+        found = _trusted_library(folder, name)
+        return found if found is not None else _compile(cxx, cflags, folder, name)
+    except UntrustedPathError as e:
+        warnings.warn(f"funcopt's native kernel cache {folder} is not private ({e}); the kernel is built in a "
+                      "temporary folder of this process instead (fix the folder to keep the build across runs)",
+                      RuntimeWarning, stacklevel=4)
+    except OSError:  # a read-only home, or a file where the folder should be: a private temporary folder
+        pass
+    folder = _fallback_dir()
+    check_private_dir(folder)
+    return _trusted_library(folder, name) or _compile(cxx, cflags, folder, name)
 
 
 def _load() -> None:
@@ -96,7 +232,9 @@ def _load() -> None:
             _state["error"] = "no C++ compiler found (install one, or name it in CXX)"
             return
         try:
-            lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
+            path = _build(cxx)
+            check_private_file(path)  # checked again right before loading
+            lib = ctypes.cdll.LoadLibrary(str(path))
             for target, symbol in _SYMBOLS.items():
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
         except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
