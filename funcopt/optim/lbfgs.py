@@ -19,6 +19,7 @@ import numpy as np
 import funcopt.optimizers as F
 from funcopt._src.base import apply_updates
 from funcopt._src.hparams import OptimizerState
+from funcopt.optim import _params
 from funcopt.optim.optimizer import Optimizer, _is_traceable, _plain, _StaticArg, _to_numpy
 
 _CACHE_SIZE = 8
@@ -164,6 +165,12 @@ class LBFGS(Optimizer):
             ValueError: LBFGS doesn't support per-parameter options (parameter groups)
         """
         if getattr(self, "_groups", None):
+            if isinstance(param_group, Mapping) and "params" in param_group:
+                # torch's base class checks the new group before LBFGS refuses a second one
+                group, _ = _params.named_group(param_group, self._group_naming)
+                ids = {id(x) for x in jax.tree.leaves(group["params"])}
+                if any(ref() is not None and id(ref()) in ids for ref in self._given_ids):
+                    raise ValueError("some parameters appear in more than one parameter group")
             raise ValueError(_GROUPS_ERROR)
         super().add_param_group(param_group, _one_tree=_one_tree)
 
@@ -500,6 +507,8 @@ class LBFGS(Optimizer):
             if missing:
                 raise KeyError(f"state_dict has no state for parameters {missing}")
             order = [list(names).index(n) for n in g.names]
+        else:
+            _params.check_names_match([g.names], saved_groups)
         hp = {}
         for k, v in sg.items():
             if k in ("params", "param_names", "group_state"):
