@@ -967,6 +967,7 @@ class Optimizer:
             if out is not None:
                 state_dict = out
         plan = self._plan_load(state_dict, by_name)
+        compiled_for = [_compiled_token(g) for g in self._groups]
         # commit: nothing below raises on validated input
         for gi, (group, hp, state) in enumerate(plan):
             pg = self.param_groups[gi]
@@ -974,7 +975,12 @@ class Optimizer:
                 dict.__setitem__(pg, k, v)
             self._build_group(group, {k: v for k, v in pg.items() if k not in ("params", "param_names")})
             group.state = state(group.state)
-        self._invalidate()
+        if [_compiled_token(g) for g in self._groups] == compiled_for:
+            # same options, schedules and kernels: the compiled step computes the loaded groups' update
+            self._decay_pattern = None
+            self._params_cache = None
+        else:
+            self._invalidate()
         for hook in list(self._load_state_dict_post_hooks.values()):
             hook(self)
 
@@ -1398,3 +1404,9 @@ def _flatten_like(tree: Any, treedef: Any, what: str) -> list[Any]:
 
 def _is_pytree_node(x: Any) -> bool:
     return x is not None and jax.tree.structure(x).num_nodes > 1
+
+
+def _compiled_token(group: _Group) -> Any:
+    """What a group's compiled step depends on beyond array values: options, slots, schedules, kernel."""
+    schedules = tuple((k, v) for k, v in sorted(group.hp_values.items()) if callable(v))
+    return group.static_key, group.native, schedules
