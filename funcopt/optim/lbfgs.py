@@ -411,6 +411,11 @@ class LBFGS(Optimizer):
         if pg["line_search_fn"] is not None or pg["max_iter"] > 1:
             raise RuntimeError("LBFGS re-evaluates the loss within a step: use opt.step(closure) (applying "
                                "given gradients works only with max_iter=1 and no line search)")
+        g = self._groups[0]
+        leaves = self._leaves_of(grads, "grads")[0]
+        if any(x is None for x in leaves):  # torch's L-BFGS reads a missing gradient as zeros
+            grads = g.treedef.unflatten([np.zeros(shape, dtype) if x is None else x
+                                         for x, shape, dtype in zip(leaves, g.layout.shapes, g.layout.dtypes)])
         super().__call__(grads)
         return self
 

@@ -154,9 +154,11 @@ class Optimizer:
     alike, so each group is stored packed in one flat buffer per dtype (set it
     False for per-tensor rules: trust ratios, factored moments, matrices).
 
-    ``params`` is a pytree of arrays (one group), or a list of group dicts
-    ``{'params': <pytree>, 'lr': ..., ...}`` whose missing keys fall back to
-    the constructor's. Groups cut from ONE model pytree with
+    ``params`` is a pytree of arrays (one group), a list of ``(name, array)``
+    pairs (``model.named_parameters()``; kept in the user's order, as torch
+    numbers them, and read back as an ``OrderedDict``), or a list of group
+    dicts ``{'params': <pytree or pairs>, 'lr': ..., ...}`` whose missing keys
+    fall back to the constructor's. Groups cut from ONE model pytree with
     :func:`funcopt.optim.param_groups` read back as that one pytree in
     :attr:`params`.
 
@@ -703,8 +705,10 @@ class Optimizer:
                      for g in self._groups)
 
     def _step_args(self, fn: Callable[..., Any], grads: list[list[jax.Array] | None],
-                   present: tuple[_skip.Present, ...]) -> tuple[Any, ...]:
+                   present: tuple[_skip.Present, ...] | None = None) -> tuple[Any, ...]:
         """The arguments of ``fn`` (the compiled step), choosing the variant (see :meth:`_compiled_step`)."""
+        if present is None:  # whole groups with or without gradients
+            present = tuple(gr is not None for gr in grads)
         params = [g.params for g in self._groups]
         states = [g.state for g in self._groups]
         general = (False,) * len(self._groups)
@@ -719,8 +723,6 @@ class Optimizer:
 
     def _run_step(self, grads: list[list[jax.Array] | None], present: tuple[_skip.Present, ...] | None = None) -> None:
         """One compiled step; a group whose storage is None (or a parameter ``present`` marks) has no gradient."""
-        if present is None:
-            present = tuple(gr is not None for gr in grads)
         self._sync_hparams()
         fn = self._compiled_step()
         new_params, new_states = fn(*self._step_args(fn, grads, present))

@@ -323,3 +323,17 @@ def test_step_skips_groups_without_gradients():
     assert opt.step() is opt  # the new group has no gradient yet: torch skips it
     np.testing.assert_allclose(opt.params[0]["a"], 0.5)
     np.testing.assert_array_equal(opt.params[1]["b"], 1.0)
+
+
+def test_lbfgs_reads_a_missing_gradient_as_zeros_as_torch():
+    tps = [torch.nn.Parameter(torch.tensor(_w())), torch.nn.Parameter(torch.tensor(_b()))]
+    topt = torch.optim.LBFGS(tps, lr=0.5, max_iter=1)
+    opt = fo.optim.LBFGS([jnp.asarray(_w()), jnp.asarray(_b())], lr=0.5, max_iter=1)
+    for s in range(3):
+        gw, gb = _grads(s)
+        has = s != 1
+        tps[0].grad, tps[1].grad = torch.tensor(gw), (torch.tensor(gb) if has else None)
+        topt.step(lambda: torch.tensor(0.0))
+        opt([jnp.asarray(gw), jnp.asarray(gb) if has else None])
+        for ours, theirs in zip(opt.params, tps):
+            np.testing.assert_allclose(ours, theirs.detach().numpy(), err_msg=f"step {s}", **RTOL)
