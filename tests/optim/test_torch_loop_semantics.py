@@ -337,3 +337,24 @@ def test_lbfgs_reads_a_missing_gradient_as_zeros_as_torch():
         opt([jnp.asarray(gw), jnp.asarray(gb) if has else None])
         for ours, theirs in zip(opt.params, tps):
             np.testing.assert_allclose(ours, theirs.detach().numpy(), err_msg=f"step {s}", **RTOL)
+
+
+def test_loading_a_state_dict_of_the_same_options_keeps_the_compiled_step(compiles):
+    opt = fo.optim.Adam([jnp.asarray(_w())], lr=0.1, weight_decay=0.1)
+    other = fo.optim.Adam([jnp.asarray(_w())], lr=0.5, weight_decay=0.1)
+    opt([jnp.ones((3, 2))])
+    other([jnp.ones((3, 2))])
+    other([jnp.ones((3, 2))])
+    opt.load_state_dict(other.state_dict())  # new values, same options: the step is not compiled again
+    before = len(compiles)
+    opt([jnp.ones((3, 2))])
+    assert len(compiles) == before
+    assert opt.param_groups[0]["lr"] == 0.5 and int(opt.state_dict()["state"][0]["step"]) == 3
+    amsgrad = other.state_dict()
+    amsgrad["param_groups"][0]["amsgrad"] = True
+    amsgrad["state"][0]["max_exp_avg_sq"] = amsgrad["state"][0]["exp_avg_sq"]
+    opt.load_state_dict(amsgrad)  # another option: the step compiles again, and uses it
+    before = len(compiles)
+    opt([jnp.ones((3, 2))])
+    assert len(compiles) > before
+    assert "max_exp_avg_sq" in opt.state_dict()["state"][0]
