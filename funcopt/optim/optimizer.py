@@ -562,7 +562,8 @@ class Optimizer:
         call, compiled once per ``loss_fn``: pass the batch as arguments rather
         than building a new lambda each step. Array arguments are traced; any
         other argument (a Python number, a module's static part) is a
-        compile-time constant, and a new value compiles again.
+        compile-time constant, and a new value compiles again. The gradient of a
+        complex parameter is torch's (the conjugate of what ``jax.grad`` returns).
 
         Returns:
             The loss, or ``(loss, aux)`` with ``has_aux=True``.
@@ -617,6 +618,8 @@ class Optimizer:
 
         def run(params, grads, dynamic):
             (_, out), new = jax.value_and_grad(objective, has_aux=True)(params, dynamic)
+            # torch's p.grad of a complex parameter is the conjugate of what jax.grad returns
+            new = jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, new)
             if grads is not None:
                 new = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, new)
             return out, new

@@ -358,3 +358,22 @@ def test_loading_a_state_dict_of_the_same_options_keeps_the_compiled_step(compil
     opt([jnp.ones((3, 2))])
     assert len(compiles) > before
     assert "max_exp_avg_sq" in opt.state_dict()["state"][0]
+
+
+def test_backward_gives_torchs_gradient_of_complex_parameters():
+    """torch's p.grad of a complex parameter is the conjugate of jax.grad's: opt.grad is torch's, and the step
+    descends as torch's does."""
+    z0 = np.array([1 + 1j, -0.5 + 2j], np.complex64)
+    tz = torch.nn.Parameter(torch.tensor(z0))
+    topt = torch.optim.Adam([tz], lr=0.1)
+    opt = fo.optim.Adam([jnp.asarray(z0)], lr=0.1)
+    target = np.array([0.3 - 1j, 2 + 0.5j], np.complex64)
+    for _ in range(5):
+        topt.zero_grad()
+        ((tz - torch.tensor(target)).abs() ** 2).sum().backward()
+        opt.zero_grad()
+        opt.backward(lambda p: jnp.sum(jnp.abs(p[0] - target) ** 2))
+        np.testing.assert_allclose(opt.grad[0], tz.grad.numpy(), **RTOL)
+        topt.step()
+        opt.step()
+    np.testing.assert_allclose(opt.params[0], tz.detach().numpy(), **RTOL)
