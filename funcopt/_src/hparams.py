@@ -70,9 +70,24 @@ def evaluate_hparams(hparams: Mapping[str, Any], step: jax.Array) -> dict[str, A
     def value(v):
         if _is_schedule(v):
             v = v(step)
-        return jnp.asarray(v, dtype=dtype)
+        return hparam_array(v, dtype)
 
     return {k: _hparam_map(value, v) for k, v in hparams.items()}
+
+
+def hparam_array(v: Any, dtype: Any) -> jax.Array:
+    """``v`` as a 0-d array of ``dtype`` that the state owns.
+
+    A 1-element array (torch accepts ``torch.tensor([0.1])`` as a learning rate) becomes 0-d. A
+    concrete array is copied: the stateful optimizers donate their state to each step, and the
+    user's own array (``lr=jnp.asarray(0.1)``) must survive that.
+    """
+    x = jnp.asarray(v, dtype=dtype)
+    if x.ndim and x.size == 1:
+        x = x.reshape(())
+    if isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer):
+        x = jnp.array(x, copy=True)
+    return x
 
 
 def concrete_value(v: Any) -> float | None:
@@ -85,9 +100,9 @@ def concrete_value(v: Any) -> float | None:
         arr = np.asarray(v)
     except Exception:  # noqa: BLE001 - anything not convertible is not concrete
         return None
-    if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.number):
         return None
-    return float(arr)
+    return float(arr.reshape(()))
 
 
 def is_static_zero(v: Any) -> bool:
@@ -108,8 +123,8 @@ def check_hparam(v: Any, name: str, message: str, ok: Callable[[float], bool]) -
         raise TypeError(f"{name} must be a number, a 0-d array or a schedule, got {type(v).__name__}")
     c = concrete_value(v)
     if c is None:
-        if isinstance(v, (jax.Array, np.ndarray)) and np.shape(v) != ():
-            raise ValueError(f"{name} must be a 0-d array, got shape {np.shape(v)}")
+        if isinstance(v, (jax.Array, np.ndarray)) and np.size(v) != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")  # torch's words
         return
     if not ok(c):
         raise ValueError(message.format(v))
@@ -322,7 +337,7 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
                 found.add(k)
                 old = hp[k]
                 try:
-                    new = jax.tree.map(lambda o, n: jnp.asarray(n, dtype=o.dtype).reshape(o.shape),
+                    new = jax.tree.map(lambda o, n: hparam_array(n, o.dtype).reshape(o.shape),
                                        strip_variables(old), v)
                     # rebuilt in the old structure, so wrappers such as nnx Variables stay as they were
                     hp[k] = jax.tree.structure(old).unflatten(jax.tree.leaves(new))

@@ -19,7 +19,7 @@ import numpy as np
 import funcopt.optimizers as F
 from funcopt._src.base import apply_updates
 from funcopt._src.hparams import OptimizerState
-from funcopt.optim import guard
+from funcopt.optim import _params, guard
 from funcopt.optim.optimizer import Optimizer, _is_traceable, _plain, _StaticArg, _to_numpy
 
 _CACHE_SIZE = 8
@@ -166,6 +166,12 @@ class LBFGS(Optimizer):
             ValueError: LBFGS doesn't support per-parameter options (parameter groups)
         """
         if getattr(self, "_groups", None):
+            if isinstance(param_group, Mapping) and "params" in param_group:
+                # torch's base class checks the new group before LBFGS refuses a second one
+                group, _ = _params.named_group(param_group, self._group_naming)
+                ids = {id(x) for x in jax.tree.leaves(group["params"])}
+                if any(ref() is not None and id(ref()) in ids for ref in self._given_ids):
+                    raise ValueError("some parameters appear in more than one parameter group")
             raise ValueError(_GROUPS_ERROR)
         super().add_param_group(param_group, _one_tree=_one_tree)
 
@@ -417,6 +423,11 @@ class LBFGS(Optimizer):
         if pg["line_search_fn"] is not None or pg["max_iter"] > 1:
             raise RuntimeError("LBFGS re-evaluates the loss within a step: use opt.step(closure) (applying "
                                "given gradients works only with max_iter=1 and no line search)")
+        g = self._groups[0]
+        leaves = self._leaves_of(grads, "grads")[0]
+        if any(x is None for x in leaves):  # torch's L-BFGS reads a missing gradient as zeros
+            grads = g.treedef.unflatten([np.zeros(shape, dtype) if x is None else x
+                                         for x, shape, dtype in zip(leaves, g.layout.shapes, g.layout.dtypes)])
         super().__call__(grads)
         return self
 
@@ -513,6 +524,8 @@ class LBFGS(Optimizer):
             if missing:
                 raise KeyError(f"state_dict has no state for parameters {missing}")
             order = [list(names).index(n) for n in g.names]
+        else:
+            _params.check_names_match([g.names], saved_groups)
         hp = {}
         for k, v in sg.items():
             if k in ("params", "param_names", "group_state"):

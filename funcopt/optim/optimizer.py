@@ -14,7 +14,7 @@ import numbers
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, apply_updates
-from funcopt._src.hparams import OptimizerState, float_dtype, is_static_zero
+from funcopt._src.hparams import OptimizerState, float_dtype, hparam_array, is_static_zero
 from funcopt._src.native import native_error
 from funcopt._src.tree import path_name
-from funcopt.optim import _fused, _model, guard, interop
+from funcopt.optim import _fused, _model, _params, _skip, guard, interop
 from funcopt.optim._layout import Layout
 from funcopt.transforms.masking import MaskedNode
 
@@ -100,8 +100,10 @@ def _plain(value: Any) -> Any:
     """A hyperparameter value as a plain Python value for param_groups / state_dict."""
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
-    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.shape(value) == ():
-        return np.asarray(value).item()
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor in a torch state_dict
+        value = _to_numpy(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.size(value) == 1:
+        return np.asarray(value).reshape(()).item()  # torch accepts 1-element tensors as lr and betas
     return value
 
 
@@ -147,9 +149,11 @@ class Optimizer:
     alike, so each group is stored packed in one flat buffer per dtype (set it
     False for per-tensor rules: trust ratios, factored moments, matrices).
 
-    ``params`` is a pytree of arrays (one group), or a list of group dicts
-    ``{'params': <pytree>, 'lr': ..., ...}`` whose missing keys fall back to
-    the constructor's. Groups cut from ONE model pytree with
+    ``params`` is a pytree of arrays (one group), a list of ``(name, array)``
+    pairs (``model.named_parameters()``; kept in the user's order, as torch
+    numbers them, and read back as an ``OrderedDict``), or a list of group
+    dicts ``{'params': <pytree or pairs>, 'lr': ..., ...}`` whose missing keys
+    fall back to the constructor's. Groups cut from ONE model pytree with
     :func:`funcopt.optim.param_groups` read back as that one pytree in
     :attr:`params`.
 
@@ -252,6 +256,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self._one_tree: Any = None  # treedef of the single model pytree groups were cut from
         self._given_ids: list[weakref.ref] = []
+        self._group_naming: list[bool | None] = []  # per group: (name, array) pairs, a plain list, other
         self._step_fn: Callable[..., Any] | None = None
         self._step_variant: tuple[bool, ...] = ()  # see _compiled_step
         self._step_variant_ready = False
@@ -288,24 +293,7 @@ class Optimizer:
 
     @staticmethod
     def _normalize_params(params: Any) -> list[dict[str, Any]]:
-        if isinstance(params, (jax.Array, np.ndarray)):
-            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or "
-                            f"dicts, but got {type(params).__module__}.{type(params).__name__}; wrap a single "
-                            "array in a list or dict")
-        if isinstance(params, (set, frozenset)):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
-                            "ordering of tensors in sets will change between runs. Please use a list instead.")
-        if isinstance(params, (Iterable,)) and not isinstance(params, (Mapping, list, tuple)) \
-                and not _is_registered_pytree(params):
-            params = list(params)
-        if isinstance(params, list) and params and all(isinstance(g, Mapping) and "params" in g
-                                                       for g in params):
-            return [dict(g) for g in params]
-        if isinstance(params, list) and params and all(isinstance(g, tuple) and len(g) == 2
-                                                       and isinstance(g[0], str) for g in params):
-            # torch's named parameters: [(name, tensor), ...]
-            return [{"params": {name: p for name, p in params}}]
-        return [{"params": params}]
+        return _params.normalize_params(params)
 
     def add_param_group(self, param_group: dict[str, Any], *, _one_tree: Any = None) -> None:
         """Add a group of parameters, with hyperparameters that default to the constructor's.
@@ -329,6 +317,7 @@ class Optimizer:
         positions = None  # a group cut from the optimizer's model: its leaves' places in the model
         if isinstance(param_group["params"], _model.ModelPart) or getattr(self, "_model", None) is not None:
             param_group, positions = self._model_group(param_group)
+        param_group, naming = _params.named_group(param_group, self._group_naming)
         tree = param_group["params"]
         if isinstance(tree, (set, frozenset)):
             raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
@@ -353,7 +342,12 @@ class Optimizer:
                                  f"{name!r} has dtype {arr_dtype}")
             leaves.append(leaf)
         ids = [id(x) for x in leaves if _is_array(x)]
-        if len(set(ids)) != len(ids) or any(ref() is not None and id(ref()) in ids for ref in self._given_ids):
+        if len(set(ids)) != len(ids):
+            # torch warns and steps the one tensor twice; here the two entries would become two arrays
+            raise ValueError("optimizer contains a parameter group with duplicate parameters: the same array "
+                             "is given twice, and funcopt copies the arrays it is given, so they would become "
+                             "two independent parameters")
+        if any(ref() is not None and id(ref()) in ids for ref in self._given_ids):
             raise ValueError("some parameters appear in more than one parameter group")
 
         bad = [k for k in param_group if not isinstance(k, str)]
@@ -386,6 +380,7 @@ class Optimizer:
         visible["params"] = None  # filled lazily from the arrays (see param_groups)
         visible["param_names"] = names
         self._groups.append(group)
+        self._group_naming.append(naming)
         self.param_groups.append(_ParamGroup(self, len(self._groups) - 1, visible))
         if positions is not None:
             self._model.add_group(positions)
@@ -502,9 +497,7 @@ class Optimizer:
             values = self._model.parse(tree, what)
             out = [[values[i] for i in positions] for positions in self._model.positions]
         elif self._one_tree is not None:
-            leaves, treedef = jax.tree.flatten(tree)
-            if treedef != self._one_tree:
-                raise ValueError(f"{what} structure {treedef} does not match the parameters' {self._one_tree}")
+            leaves = _flatten_like(tree, self._one_tree, what)
             out = [[] for _ in self._groups]
             owners = _leaf_owners(self._groups)
             for leaf, gi in zip(leaves, owners):
@@ -516,12 +509,14 @@ class Optimizer:
                                  f"({len(self._groups)} groups)")
             out = []
             for g, t in zip(self._groups, trees):
-                leaves, treedef = jax.tree.flatten(t)
-                if treedef != g.treedef:
-                    raise ValueError(f"{what} structure {treedef} does not match the parameters' {g.treedef}")
-                out.append(leaves)
+                if t is None and what == "grads":  # a group without gradients
+                    out.append([None] * len(g.names))
+                    continue
+                out.append(_flatten_like(_params.conform(t, g.treedef), g.treedef, what))
         for g, leaves in zip(self._groups, out):
             for name, x, shape in zip(g.names, leaves, g.layout.shapes):
+                if x is None and what == "grads":  # no gradient for this parameter: torch skips it
+                    continue
                 if tuple(np.shape(x)) != shape:
                     raise ValueError(f"{what} for parameter {name!r} has shape {tuple(np.shape(x))}, "
                                      f"expected {shape}")
@@ -605,7 +600,8 @@ class Optimizer:
         call, compiled once per ``loss_fn``: pass the batch as arguments rather
         than building a new lambda each step. Array arguments are traced; any
         other argument (a Python number, a module's static part) is a
-        compile-time constant, and a new value compiles again.
+        compile-time constant, and a new value compiles again. The gradient of a
+        complex parameter is torch's (the conjugate of what ``jax.grad`` returns).
 
         Returns:
             The loss, or ``(loss, aux)`` with ``has_aux=True``.
@@ -674,6 +670,8 @@ class Optimizer:
 
         def run(params, grads, dynamic):
             (_, out), new = jax.value_and_grad(objective, has_aux=True)(params, dynamic)
+            # torch's p.grad of a complex parameter is the conjugate of what jax.grad returns
+            new = jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, new)
             if grads is not None:
                 new = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, new)
             return out, new
@@ -714,7 +712,10 @@ class Optimizer:
     # ------------------------------------------------------------------ stepping
 
     def _compiled_step(self) -> Callable[..., Any]:
-        """The jitted step ``(params, grads, states, no_decay) -> (params, states)``.
+        """The jitted step ``(params, grads, states, no_decay, present) -> (params, states)``.
+
+        ``present`` (static) says per group which parameters have a gradient
+        (see :mod:`funcopt.optim._skip`): each pattern compiles once.
 
         ``no_decay`` (static) marks the groups traced with a literal zero weight
         decay: the parameters are then not read to add ``0 * p`` to the gradient
@@ -727,22 +728,29 @@ class Optimizer:
             txs = [g.tx for g in self._groups]
             native = [type(self).fused_step if g.native else None for g in self._groups]
             statics = [dict(g.static_values) for g in self._groups]
+            layouts = [g.layout for g in self._groups]
 
-            def run(params, grads, states, no_decay):
+            def run(params, grads, states, no_decay, present):
                 new_params, new_states = [], []
-                for tx, p, gr, s, literal, fused_step, static in zip(txs, params, grads, states, no_decay, native,
-                                                                     statics):
+                for tx, p, gr, s, literal, fused_step, static, layout, here in zip(
+                        txs, params, grads, states, no_decay, native, statics, layouts, present):
+                    if here is False:  # no gradient in this group: torch skips its parameters
+                        new_params.append(p)
+                        new_states.append(s)
+                        continue
                     if fused_step is not None:
                         new_p, new = fused_step(p, gr, s, static)
-                        new_params.append(new_p)
-                        new_states.append(new)
-                        continue
-                    u, new = tx.update(gr, _literal_zero_decay(s) if literal else s, p)
-                    new_params.append(apply_updates(p, u))
-                    new_states.append(_restore_hparams(new, s) if literal else new)
+                    else:
+                        u, new = tx.update(gr, _literal_zero_decay(s) if literal else s, p)
+                        new_p = apply_updates(p, u)
+                        new = _restore_hparams(new, s) if literal else new
+                    if here is not True:
+                        new_p, new = _skip.keep_skipped(layout, here, p, new_p, s, new)
+                    new_params.append(new_p)
+                    new_states.append(new)
                 return new_params, new_states
 
-            self._step_fn = jax.jit(run, donate_argnums=(0, 2), static_argnums=(3,))
+            self._step_fn = jax.jit(run, donate_argnums=(0, 2), static_argnums=(3, 4))
             self._step_variant = self._decay_pattern = self._zero_decay_groups()
             self._step_variant_ready = False
         return self._step_fn
@@ -753,8 +761,11 @@ class Optimizer:
                           and all(is_static_zero(v) for v in jax.tree.leaves(g.hp_values["weight_decay"])))
                      for g in self._groups)
 
-    def _step_args(self, fn: Callable[..., Any], grads: list[list[jax.Array]]) -> tuple[Any, ...]:
+    def _step_args(self, fn: Callable[..., Any], grads: list[list[jax.Array] | None],
+                   present: tuple[_skip.Present, ...] | None = None) -> tuple[Any, ...]:
         """The arguments of ``fn`` (the compiled step), choosing the variant (see :meth:`_compiled_step`)."""
+        if present is None:  # whole groups with or without gradients
+            present = tuple(gr is not None for gr in grads)
         params = [g.params for g in self._groups]
         states = [g.state for g in self._groups]
         general = (False,) * len(self._groups)
@@ -763,15 +774,16 @@ class Optimizer:
         variant = self._step_variant if self._decay_pattern == self._step_variant else general
         if not self._step_variant_ready:
             if self._step_variant != general:  # compile the general variant now, not at a later edit
-                fn.lower(params, grads, states, general).compile()
+                fn.lower(params, grads, states, general, present).compile()
             self._step_variant_ready = True
-        return params, grads, states, variant
+        return params, grads, states, variant, present
 
-    def _run_step(self, grads: list[list[jax.Array]]) -> None:
+    def _run_step(self, grads: list[list[jax.Array] | None], present: tuple[_skip.Present, ...] | None = None) -> None:
+        """One compiled step; a group whose storage is None (or a parameter ``present`` marks) has no gradient."""
         self._model_sync(split=False)
         self._sync_hparams()
         fn = self._compiled_step()
-        new_params, new_states = fn(*self._step_args(fn, grads))
+        new_params, new_states = fn(*self._step_args(fn, grads, present))
         for g, p, s in zip(self._groups, new_params, new_states):
             g.params, g.state = p, s
         self._params_cache = None
@@ -805,10 +817,8 @@ class Optimizer:
                 args, kwargs = out
         closure = args[0] if args else kwargs.get("closure")
         loss = closure() if closure is not None else None
-        if any(g.grads is None for g in self._groups):
-            raise RuntimeError("step() found no gradients: compute them with backward(...) first, or pass "
-                               "them directly with opt(grads)")
-        self._run_step([g.grads for g in self._groups])
+        if any(g.grads is not None for g in self._groups):  # as torch: no gradient, no step
+            self._run_step([g.grads for g in self._groups])
         for hook in list(self._step_post_hooks.values()):
             hook(self, args, kwargs)
         return loss if closure is not None else self
@@ -829,16 +839,21 @@ class Optimizer:
         leaves = self._leaves_of(grads, "grads")
         for g, gl in zip(self._groups, leaves):
             for name, x, pdtype in zip(g.names, gl, g.layout.dtypes):
+                if x is None:
+                    continue
                 dtype = np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype)
                 if not (jnp.issubdtype(dtype, jnp.inexact)):
                     raise TypeError(f"grads for parameter {name!r} must be floating point, got {dtype}")
                 if jnp.issubdtype(dtype, jnp.complexfloating) and not jnp.issubdtype(pdtype, jnp.complexfloating):
                     raise TypeError(f"grads for parameter {name!r} are complex ({dtype}) but the parameter is "
                                     f"real ({pdtype})")
-        leaves = [g.layout.pack(gl) for g, gl in zip(self._groups, leaves)]
+        present = tuple(_skip.pattern(gl) for gl in leaves)
+        leaves = [g.layout.pack(_skip.fill_missing(g.layout, gl)) if here is not False else None
+                  for g, gl, here in zip(self._groups, leaves, present)]
         for hook in list(self._step_pre_hooks.values()):
             hook(self, (), {})
-        self._run_step(leaves)
+        if any(here is not False for here in present):  # as torch: no gradient, no step
+            self._run_step(leaves, present)
         for hook in list(self._step_post_hooks.values()):
             hook(self, (), {})
         return self
@@ -991,6 +1006,11 @@ class Optimizer:
         optimizer is left exactly as it was. Floating state is cast to its
         parameter's dtype (as torch does).
 
+        By index (the default), parameter ``i`` of a saved group feeds parameter
+        ``i`` here, as in torch. Where both sides name their parameters (not just
+        the positions ``'0', '1', ...`` of a plain list), the names must agree,
+        else ``ValueError`` (pass ``by_name=True`` to match them by name).
+
         With ``by_name=True`` the state of each parameter is found by its name
         (``param_names`` in the saved groups), so a state_dict still loads after
         the model's structure or grouping changed; parameters missing from it
@@ -1012,6 +1032,7 @@ class Optimizer:
             if out is not None:
                 state_dict = out
         plan = self._plan_load(state_dict, by_name)
+        compiled_for = [_compiled_token(g) for g in self._groups]
         # commit: nothing below raises on validated input
         for gi, (group, hp, state) in enumerate(plan):
             pg = self.param_groups[gi]
@@ -1019,7 +1040,12 @@ class Optimizer:
                 dict.__setitem__(pg, k, v)
             self._build_group(group, {k: v for k, v in pg.items() if k not in ("params", "param_names")})
             group.state = state(group.state)
-        self._invalidate()
+        if [_compiled_token(g) for g in self._groups] == compiled_for:
+            # same options, schedules and kernels: the compiled step computes the loaded groups' update
+            self._decay_pattern = None
+            self._params_cache = None
+        else:
+            self._invalidate()
         for hook in list(self._load_state_dict_post_hooks.values()):
             hook(self)
 
@@ -1061,6 +1087,7 @@ class Optimizer:
                     raise ValueError("loaded state dict contains a parameter group that doesn't match the size "
                                      "of optimizer's group")
                 sources.append([(si, pid) for pid in sg["params"]])
+            _params.check_names_match([g.names for g in self._groups], saved_groups)
 
         plan = []
         for gi, (g, src) in enumerate(zip(self._groups, sources)):
@@ -1311,8 +1338,8 @@ def _freeze(v: Any) -> Any:
         return tuple(_freeze(x) for x in v)
     if isinstance(v, tuple):
         return tuple(_freeze(x) for x in v)
-    if isinstance(v, (jax.Array, np.ndarray, np.generic)) and np.shape(v) == ():
-        return float(np.asarray(v))
+    if isinstance(v, (jax.Array, np.ndarray, np.generic)) and np.size(v) == 1:
+        return float(np.asarray(v).reshape(()))
     if isinstance(v, dict):
         return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
     try:
@@ -1328,11 +1355,6 @@ def _register(hooks: dict[int, Callable[..., Any]], hook: Callable[..., Any], pr
     if prepend:
         hooks.move_to_end(handle.id, last=False)  # type: ignore[attr-defined]
     return handle
-
-
-def _is_registered_pytree(x: Any) -> bool:
-    leaves = jax.tree.leaves(x)
-    return not (len(leaves) == 1 and leaves[0] is x)
 
 
 def _one_tree_of(groups: list[dict[str, Any]]) -> Any:
@@ -1513,7 +1535,7 @@ def _set_state_hparams(state: Any, values: Mapping[str, Any]) -> Any:
         hp = dict(node.hparams)
         for k, v in values.items():
             if k in hp:
-                hp[k] = jax.tree.map(lambda o, n: jnp.asarray(n, dtype=o.dtype if o.dtype else dtype), hp[k],
+                hp[k] = jax.tree.map(lambda o, n: hparam_array(n, o.dtype if o.dtype else dtype), hp[k],
                                      tuple(v) if isinstance(v, list) else v)
         return node._replace(hparams=hp)
 
@@ -1543,3 +1565,25 @@ def _replace_grad_storage(opt: Optimizer, storage: list[list[jax.Array]]) -> Non
         raise ValueError(f"expected gradient storage for {len(opt._groups)} groups, got {len(storage)}")
     for g, new in zip(opt._groups, storage):
         g.grads = list(new)
+
+
+def _flatten_like(tree: Any, treedef: Any, what: str) -> list[Any]:
+    """The leaves of ``tree`` where ``treedef`` has leaves; None stays a leaf there (a missing gradient)."""
+    try:
+        leaves = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError):
+        leaves = None
+    if leaves is None or any(_is_pytree_node(x) for x in leaves) or (what != "grads" and any(x is None
+                                                                                               for x in leaves)):
+        raise ValueError(f"{what} structure {jax.tree.structure(tree)} does not match the parameters' {treedef}")
+    return leaves
+
+
+def _is_pytree_node(x: Any) -> bool:
+    return x is not None and jax.tree.structure(x).num_nodes > 1
+
+
+def _compiled_token(group: _Group) -> Any:
+    """What a group's compiled step depends on beyond array values: options, slots, schedules, kernel."""
+    schedules = tuple((k, v) for k, v in sorted(group.hp_values.items()) if callable(v))
+    return group.static_key, group.native, schedules

@@ -8,11 +8,25 @@ which runs a native one-pass kernel over each packed CPU buffer.
 
 from __future__ import annotations
 
+import jax
+import numpy as np
+
 import funcopt.optimizers as F
 from funcopt.optim import _fused
 from funcopt.optim.optimizer import Optimizer
 
 _FOREACH_FUSED = {"foreach": None, "differentiable": False, "fused": None}
+
+
+def _check_foreach_arrays(hp) -> None:
+    """torch.optim.Adam / AdamW refuse array hyperparameters with ``foreach=True`` unless capturable."""
+    if not hp.get("foreach") or hp.get("capturable"):
+        return
+    if isinstance(hp.get("lr"), (jax.Array, np.ndarray)):
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    for i, beta in enumerate(hp.get("betas") or ()):
+        if isinstance(beta, (jax.Array, np.ndarray)):
+            raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
 _CAPTURABLE = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
 
 
@@ -57,6 +71,10 @@ class Adam(Optimizer):
     torch_options = _CAPTURABLE
     fused_step = staticmethod(_fused.adam_step)
 
+    def _check_hparams(self, hp):
+        _check_foreach_arrays(hp)
+        super()._check_hparams(hp)
+
 
 class AdamW(Optimizer):
     """torch.optim.AdamW over :func:`funcopt.adamw` (decoupled weight decay, default 0.01).
@@ -74,6 +92,10 @@ class AdamW(Optimizer):
     torch_options = _CAPTURABLE
     group_constants = {"decoupled_weight_decay": True}
     fused_step = staticmethod(_fused.adamw_step)
+
+    def _check_hparams(self, hp):
+        _check_foreach_arrays(hp)
+        super()._check_hparams(hp)
 
 
 _FOREACH = {"foreach": None}

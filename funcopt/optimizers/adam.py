@@ -60,7 +60,7 @@ def adam(
     """
     check_lr(lr)
     check_eps(eps)
-    check_betas(betas)
+    check_betas(betas, same_kind=True)
     check_weight_decay(weight_decay)
 
     def leaf_update(g, p, slots, hp, step):

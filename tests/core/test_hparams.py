@@ -96,7 +96,7 @@ def test_schedule_in_betas_and_0d_array_hparams():
 @pytest.mark.parametrize("bad, exc, msg", [
     (dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
     (dict(lr="0.1"), TypeError, "lr must be a number"),
-    (dict(lr=jnp.ones(2)), ValueError, "lr must be a 0-d array"),
+    (dict(lr=jnp.ones(2)), ValueError, "Tensor lr must be 1-element"),
     (dict(eps=-1e-8), ValueError, "Invalid epsilon value: -1e-08"),
     (dict(betas=(1.0, 0.9)), ValueError, "Invalid beta parameter at index 0: 1.0"),
     (dict(betas=(0.9, -0.1)), ValueError, "Invalid beta parameter at index 1: -0.1"),

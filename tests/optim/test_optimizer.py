@@ -77,12 +77,13 @@ def test_step_with_closure_returns_first_loss_and_step_returns_self():
     assert float(_loss(opt.params, x, y)) < float(first)
 
 
-def test_step_without_gradients_raises_and_changes_nothing():
-    opt = fo.optim.SGD(_model(), lr=0.1)
+def test_step_without_gradients_does_nothing_as_torch():
+    opt = fo.optim.SGD(_model(), lr=0.1, momentum=0.9)
     before = jax.tree.map(np.asarray, opt.params)
-    with pytest.raises(RuntimeError, match="no gradients"):
-        opt.step()
+    sd = opt.state_dict()
+    assert opt.step() is opt  # torch.optim and MegEngine step nothing; the call still chains
     jax.tree.map(np.testing.assert_array_equal, opt.params, before)
+    jax.tree.map(np.testing.assert_array_equal, opt.state_dict()["state"], sd["state"])
 
 
 def test_call_with_grads_mindspore_style_leaves_grad_alone():

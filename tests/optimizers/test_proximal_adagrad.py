@@ -105,7 +105,7 @@ def test_validation_errors():
         fo.proximal_adagrad(l2=-1.0)
     with pytest.raises(ValueError, match="Invalid weight_decay value"):
         fo.proximal_adagrad(weight_decay=-1.0)
-    with pytest.raises(ValueError, match="must be a 0-d array"):
+    with pytest.raises(ValueError, match="Tensor l2 must be 1-element"):
         fo.proximal_adagrad(l2=np.ones(2))
     tx = fo.proximal_adagrad()
     with pytest.raises(ValueError, match="params must be given"):
