@@ -192,9 +192,9 @@ def is_model(params: Any, wrt: Any) -> bool:
         return False
     if isinstance(params, list) and params and all(isinstance(g, Mapping) and "params" in g for g in params):
         return False
-    if isinstance(params, list) and params and all(isinstance(g, tuple) and len(g) == 2 and isinstance(g[0], str)
-                                                   for g in params):
-        return False
+    if isinstance(params, list) and any(isinstance(g, tuple) and len(g) == 2 and isinstance(g[0], str)
+                                        for g in params):
+        return False  # torch's (name, array) pairs, or a list mixing them with arrays (torch's error follows)
     try:
         leaves = jax.tree.leaves(params, is_leaf=_is_variable)
     except Exception:  # noqa: BLE001 - not a pytree: the direct path reports it
