@@ -56,11 +56,23 @@ class Layout:
         return out
 
     def unpack(self, storage: Sequence[Any]) -> list[Any]:
-        """Storage to leaves (static slices: free inside a jitted function)."""
+        """Storage to leaves (static slices: free inside a jitted function).
+
+        Each buffer is cut by one ``lax.split``, not one ``lax.slice`` per leaf: the
+        forward pass is the same slices, but the transpose (what ``jax.grad``
+        through these views costs) is one concatenate of the leaves' cotangents,
+        where a slice's transpose pads its cotangent to the whole buffer, an
+        (leaves x buffer size) gradient.
+        """
         if not self.flat:
             return list(storage)
-        return [jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
-                for (b, off, size), shape in zip(self.where, self.shapes)]
+        pieces = [jax.lax.split(storage[b], [self.where[i][2] for i in members])
+                  for b, members in enumerate(self.members)]
+        out: list[Any] = [None] * len(self.shapes)
+        for members, parts in zip(self.members, pieces):
+            for i, part in zip(members, parts):
+                out[i] = part.reshape(self.shapes[i])
+        return out
 
     def unpack_host(self, storage: Sequence[Any]) -> list[np.ndarray]:
         """Storage to per-leaf NumPy copies; a 0-d storage entry (a per-buffer scalar) goes to every leaf."""
