@@ -1012,6 +1012,7 @@ class Optimizer:
             if out is not None:
                 state_dict = out
         plan = self._plan_load(state_dict, by_name)
+        compiled = _compiled_form(self._groups), self._step_fn, list(self._backward_cache.items())
         # commit: nothing below raises on validated input
         for gi, (group, hp, state) in enumerate(plan):
             pg = self.param_groups[gi]
@@ -1020,6 +1021,10 @@ class Optimizer:
             self._build_group(group, {k: v for k, v in pg.items() if k not in ("params", "param_names")})
             group.state = state(group.state)
         self._invalidate()
+        if compiled[0] == _compiled_form(self._groups):
+            # the rebuilt groups compute the same update (their numbers are traced state): keep what is compiled
+            self._step_fn = compiled[1]
+            self._backward_cache.update(compiled[2])
         for hook in list(self._load_state_dict_post_hooks.values()):
             hook(self)
 
@@ -1543,3 +1548,9 @@ def _replace_grad_storage(opt: Optimizer, storage: list[list[jax.Array]]) -> Non
         raise ValueError(f"expected gradient storage for {len(opt._groups)} groups, got {len(storage)}")
     for g, new in zip(opt._groups, storage):
         g.grads = list(new)
+
+
+def _compiled_form(groups: list[_Group]) -> list[Any]:
+    """What a group's compiled step depends on besides traced values: static options, schedules, kernel choice."""
+    return [(g.static_key, g.static_values, g.fused, g.native,
+             [(k, v) for k, v in sorted(g.hp_values.items()) if callable(v)]) for g in groups]
