@@ -56,21 +56,26 @@ class Layout:
         return out
 
     def unpack(self, storage: Sequence[Any]) -> list[Any]:
-        """Storage to leaves (static slices: free inside a jitted function).
+        """Storage to leaves (static slices: free inside a jitted function, and cheap outside one)."""
+        if not self.flat:
+            return list(storage)
+        return [jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
+                for (b, off, size), shape in zip(self.where, self.shapes)]
 
-        Each buffer is cut by one ``lax.split``, not one ``lax.slice`` per leaf: the
-        forward pass is the same slices, but the transpose (what ``jax.grad``
-        through these views costs) is one concatenate of the leaves' cotangents,
-        where a slice's transpose pads its cotangent to the whole buffer, an
-        (leaves x buffer size) gradient.
+    def unpack_for_grad(self, storage: Sequence[Any]) -> list[Any]:
+        """Storage to leaves inside a differentiated function: :meth:`unpack` with a gradient linear in the leaves.
+
+        Each buffer is cut by one ``lax.split``: the forward pass is the same slices,
+        but the transpose is one concatenate of the leaves' cotangents, where a
+        ``lax.slice``'s transpose pads its cotangent to the whole buffer (a gradient
+        in leaves x buffer size). Outside ``jit`` a split of many leaves compiles for
+        seconds where eager slices are immediate, hence two methods.
         """
         if not self.flat:
             return list(storage)
-        pieces = [jax.lax.split(storage[b], [self.where[i][2] for i in members])
-                  for b, members in enumerate(self.members)]
         out: list[Any] = [None] * len(self.shapes)
-        for members, parts in zip(self.members, pieces):
-            for i, part in zip(members, parts):
+        for b, members in enumerate(self.members):
+            for i, part in zip(members, jax.lax.split(storage[b], [self.where[i][2] for i in members])):
                 out[i] = part.reshape(self.shapes[i])
         return out
 
