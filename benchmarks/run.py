@@ -144,6 +144,18 @@ DESIGN_NOTES = [
     "step by step in the test suite.",
     "- optax runs one loop per leaf and per statistic: more loops, more dispatch and a compile time that grows "
     "with the number of leaves.",
+    "- `backward` differentiates the loss through views of the packed buffers, cut by one `lax.split` per "
+    "buffer, so the gradient comes back packed by one concatenate and costs the same per leaf at 1000 leaves as"
+    " at 100. A `lax.slice` per leaf would transpose to one pad of the whole buffer per leaf, a gradient in "
+    "(leaves x buffer size); `opt.params`, which is not differentiated, keeps per-leaf slices, immediate "
+    "outside `jit` where a split of many leaves compiles for seconds. Measured on 2026-12-07 with `python "
+    "benchmarks/backward_scaling.py` (Adam, loss `sum(sin(p * x) ** 2)` over the leaves; medians of 7 rounds of"
+    " 20 calls, on 2 cores shared with other work, so the figures are rough): `backward` + `step` took 1.3-2.3 "
+    "/ 2.5-4.2 / 4.8-5.3 ms for 100 / 200 / 400 leaves of 700 floats (25 / 124 / 721 ms with a slice per leaf),"
+    " where optax's jitted loss + grad + update took 1.8-2.6 / 4.0-5.1 / 7.9-9.8 ms; for 1000 leaves of 200 to "
+    "1200 floats, 15-18 ms (1.5 s with a slice per leaf) against optax's 45-80 ms. The first call still "
+    "compiles longer than optax's (about 18 s against 3 s at 400 leaves): XLA:CPU takes tens of milliseconds "
+    "per slice of one buffer, whether the slices come from `split`, `slice` or a reshape.",
     "",
 ]
 

@@ -56,11 +56,28 @@ class Layout:
         return out
 
     def unpack(self, storage: Sequence[Any]) -> list[Any]:
-        """Storage to leaves (static slices: free inside a jitted function)."""
+        """Storage to leaves (static slices: free inside a jitted function, and cheap outside one)."""
         if not self.flat:
             return list(storage)
         return [jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
                 for (b, off, size), shape in zip(self.where, self.shapes)]
+
+    def unpack_for_grad(self, storage: Sequence[Any]) -> list[Any]:
+        """Storage to leaves inside a differentiated function: :meth:`unpack` with a gradient linear in the leaves.
+
+        Each buffer is cut by one ``lax.split``: the forward pass is the same slices,
+        but the transpose is one concatenate of the leaves' cotangents, where a
+        ``lax.slice``'s transpose pads its cotangent to the whole buffer (a gradient
+        in leaves x buffer size). Outside ``jit`` a split of many leaves compiles for
+        seconds where eager slices are immediate, hence two methods.
+        """
+        if not self.flat:
+            return list(storage)
+        out: list[Any] = [None] * len(self.shapes)
+        for b, members in enumerate(self.members):
+            for i, part in zip(members, jax.lax.split(storage[b], [self.where[i][2] for i in members])):
+                out[i] = part.reshape(self.shapes[i])
+        return out
 
     def unpack_host(self, storage: Sequence[Any]) -> list[np.ndarray]:
         """Storage to per-leaf NumPy copies; a 0-d storage entry (a per-buffer scalar) goes to every leaf."""

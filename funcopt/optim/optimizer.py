@@ -481,11 +481,12 @@ class Optimizer:
 
     # ------------------------------------------------------------------ views
 
-    def _tree_of(self, storage: list[list[jax.Array]]) -> Any:
-        """The user-facing pytree of per-group storage (works on tracers inside jit)."""
+    def _tree_of(self, storage: list[list[jax.Array]], for_grad: bool = False) -> Any:
+        """The user-facing pytree of per-group storage (works on tracers inside jit; see Layout.unpack_for_grad)."""
         if self._model is not None:
-            return self._model.view(self._by_position(storage))
-        leaves_per_group = [g.layout.unpack(s) for g, s in zip(self._groups, storage)]
+            return self._model.view(self._by_position(storage, for_grad))
+        leaves_per_group = [g.layout.unpack_for_grad(s) if for_grad else g.layout.unpack(s)
+                            for g, s in zip(self._groups, storage)]
         if self._one_tree is not None:
             return _merge_groups(self._one_tree, self._groups, leaves_per_group)
         trees = [g.treedef.unflatten(leaves) for g, leaves in zip(self._groups, leaves_per_group)]
@@ -657,12 +658,13 @@ class Optimizer:
             def args_of(dynamic):
                 return args_def.unflatten([d if s is None else s.value for d, s in zip(dynamic, static)])
 
-            return _model.make_backward(self._model, self._by_position, args_of, loss_fn, has_aux)
+            return _model.make_backward(self._model, lambda st: self._by_position(st, for_grad=True), args_of,
+                                        loss_fn, has_aux)
 
         def objective(params, dynamic):
             leaves = [d if s is None else s.value for d, s in zip(dynamic, static)]
             args, kwargs = args_def.unflatten(leaves)
-            out = loss_fn(self._tree_of(params), *args, **kwargs)
+            out = loss_fn(self._tree_of(params, for_grad=True), *args, **kwargs)
             if has_aux:
                 loss, aux = out
                 return loss, (loss, aux)
@@ -1217,10 +1219,10 @@ class Optimizer:
         self.params = self._model.view({i: given.leaves[i] for i in self._model.trainable()})  # validates first
         self._model.replace_rest(model)
 
-    def _by_position(self, storage: list[list[jax.Array]]) -> dict[int, Any]:
+    def _by_position(self, storage: list[list[jax.Array]], for_grad: bool = False) -> dict[int, Any]:
         """Each group's leaves (unpacked from ``storage``) by their place in the model."""
         return {i: leaf for g, st, positions in zip(self._groups, storage, self._model.positions)
-                for i, leaf in zip(positions, g.layout.unpack(st))}
+                for i, leaf in zip(positions, g.layout.unpack_for_grad(st) if for_grad else g.layout.unpack(st))}
 
     def _model_group(self, param_group: Mapping[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """A group dict cut from the optimizer's model as a plain group (arrays and names) and its places."""
