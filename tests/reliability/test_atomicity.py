@@ -348,38 +348,35 @@ def tmp_dir():
 _TRAINED: dict[str, Trained] = {}
 
 
-def shared_trained(name: str, tmp: str) -> Trained:
+def shared_trained(name: str, tmp: str, cache: dict[str, Trained]) -> Trained:
     """One trained optimizer per config, shared by the tests of that config.
 
     Sharing is sound because each test checks that its call changed nothing; a test that finds a
     change drops the shared optimizer, and the next test builds a fresh one.
     """
-    if name not in _TRAINED:
-        _TRAINED[name] = trained(name, tmp)
-    return _TRAINED[name]
+    if name not in cache:
+        cache[name] = trained(name, tmp)
+    return cache[name]
 
 
-CASES = [(name, p) for name in CONFIGS for p in PATHS if p.only(name)]
-
-
-@pytest.mark.parametrize(("name", "path"), CASES, ids=[f"{n}-{p.id}" for n, p in CASES])
-def test_failing_call_changes_nothing(name: str, path: Path, tmp_dir: str) -> None:
-    t = shared_trained(name, tmp_dir)
+def check_failing_call(name: str, path: Path, tmp: str, cache: dict[str, Trained]) -> None:
+    """``path`` raises on the config's shared trained optimizer, which is bit-identical afterwards."""
+    t = shared_trained(name, tmp, cache)
     try:
         before = snapshot(t.opt)
         with pytest.raises(path.raises):
             path.call(t)
         assert_unchanged(before, snapshot(t.opt), f"{name}: {path.id}")
     except BaseException:
-        _TRAINED.pop(name, None)
+        cache.pop(name, None)
         raise
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_after_every_failure_the_optimizer_steps_like_a_twin(name: str, tmp_dir: str) -> None:
-    victim, twin = trained(name, tmp_dir), trained(name, tmp_dir)
+def check_steps_like_a_twin(name: str, paths: list[Path], tmp: str) -> None:
+    """A victim that went through every failing path of ``paths`` then steps exactly like an untouched twin."""
+    victim, twin = trained(name, tmp), trained(name, tmp)
     assert_unchanged(snapshot(twin.opt), snapshot(victim.opt), "twins differ before any failure")
-    for path in PATHS:
+    for path in paths:
         if not path.only(name):
             continue
         with pytest.raises(path.raises):
@@ -390,3 +387,16 @@ def test_after_every_failure_the_optimizer_steps_like_a_twin(name: str, tmp_dir:
             step(t.opt, k)
             t.sched.step()
     assert_unchanged(snapshot(twin.opt), snapshot(victim.opt), f"{name}: two steps after the failures")
+
+
+CASES = [(name, p) for name in CONFIGS for p in PATHS if p.only(name)]
+
+
+@pytest.mark.parametrize(("name", "path"), CASES, ids=[f"{n}-{p.id}" for n, p in CASES])
+def test_failing_call_changes_nothing(name: str, path: Path, tmp_dir: str) -> None:
+    check_failing_call(name, path, tmp_dir, _TRAINED)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_after_every_failure_the_optimizer_steps_like_a_twin(name: str, tmp_dir: str) -> None:
+    check_steps_like_a_twin(name, PATHS, tmp_dir)

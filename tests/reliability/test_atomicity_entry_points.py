@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 
 import funcopt as fo
-from tests.reliability.snapshot import assert_unchanged, canon, snapshot
+from tests.reliability.snapshot import canon
 from tests.reliability.test_atomicity import (
     CONFIGS,
     Path,
     Trained,
     _grads,
     _saved_file,
+    check_failing_call,
+    check_steps_like_a_twin,
     loss_fn,
-    step,
-    trained,
 )
 
 O = fo.optim
@@ -141,43 +141,17 @@ def tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 _TRAINED: dict[str, Trained] = {}
 
-
-def shared_trained(name: str, tmp: str) -> Trained:
-    """One trained optimizer per config, shared by the tests that check its calls change nothing."""
-    if name not in _TRAINED:
-        _TRAINED[name] = trained(name, tmp)
-    return _TRAINED[name]
-
-
 CASES = [(name, p) for name in CONFIGS for p in PATHS if p.only(name)]
 
 
 @pytest.mark.parametrize(("name", "path"), CASES, ids=[f"{n}-{p.id}" for n, p in CASES])
 def test_failing_call_changes_nothing(name: str, path: Path, tmp_dir: str) -> None:
-    t = shared_trained(name, tmp_dir)
-    try:
-        before = snapshot(t.opt)
-        with pytest.raises(path.raises):
-            path.call(t)
-        assert_unchanged(before, snapshot(t.opt), f"{name}: {path.id}")
-    except BaseException:
-        _TRAINED.pop(name, None)
-        raise
+    check_failing_call(name, path, tmp_dir, _TRAINED)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_after_every_failure_the_optimizer_steps_like_a_twin(name: str, tmp_dir: str) -> None:
-    victim, twin = trained(name, tmp_dir), trained(name, tmp_dir)
-    for path in PATHS:
-        if path.only(name):
-            with pytest.raises(path.raises):
-                path.call(victim)
-    assert_unchanged(snapshot(twin.opt), snapshot(victim.opt), f"{name}: after all failures")
-    for k in range(3, 5):
-        for t in (victim, twin):
-            step(t.opt, k)
-            t.sched.step()
-    assert_unchanged(snapshot(twin.opt), snapshot(victim.opt), f"{name}: two steps after the failures")
+    check_steps_like_a_twin(name, PATHS, tmp_dir)
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path):
