@@ -1,11 +1,12 @@
 """Checks of sharded parameters and optimizer state, run on 8 simulated CPU devices.
 
 jax reads the device count once, when it starts, so these checks run in a fresh
-process: ``tests/test_sharding.py`` launches this file with
+process: ``tests/sharding/test_sharding.py`` launches this file with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (and once more with
 ``JAX_ENABLE_X64=1``). Run by hand::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/sharding_checks.py [--json out.json] [names...]
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+        python tests/sharding/sharding_checks.py [--json out.json] [names...]
 
 Each check prints PASS or FAIL with its traceback; the exit status is 1 if any failed.
 """

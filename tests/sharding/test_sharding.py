@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 SCRIPT = HERE / "sharding_checks.py"
 
 
@@ -51,8 +52,8 @@ def _run(names: list[str], x64: bool, out: Path) -> subprocess.CompletedProcess:
     env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=8"])
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_ENABLE_X64"] = "1" if x64 else "0"
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, str(SCRIPT), "--json", str(out), *names], env=env, cwd=HERE.parent,
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, str(SCRIPT), "--json", str(out), *names], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=1800)
 
 
@@ -85,8 +86,8 @@ def test_example_script_trains_on_8_devices():
     env.pop("XLA_FLAGS", None)
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_ENABLE_X64"] = "0"
-    proc = subprocess.run([sys.executable, str(HERE.parent / "examples" / "sharding.py")], env=env,
-                          cwd=HERE.parent, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "sharding.py")], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.stdout.count("test accuracy") == 9
     assert "max |difference| = 0.0" in proc.stdout

@@ -211,7 +211,7 @@ def test_a_planted_library_is_never_loaded(tmp_path, fake_cxx):
     env = dict(os.environ, FUNCOPT_CACHE_DIR=str(cache), CXX=str(fake_cxx), JAX_PLATFORMS="cpu")
     env.pop(native.MARCH_ENV, None)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          cwd=Path(__file__).parents[2])
+                          cwd=Path(__file__).parents[3])
     assert done.returncode == 0, done.stderr[-3000:]
     assert not marker.exists(), "the planted library was loaded"
     assert _builds(fake_cxx) == 1  # the kernel was built elsewhere instead
