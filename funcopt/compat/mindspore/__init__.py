@@ -43,6 +43,15 @@ from funcopt import schedules as _schedules
 from funcopt._src.base import GradientTransformation, PyTree, chain, stateless
 from funcopt._src.hparams import HParam, float_dtype, is_static_zero
 from funcopt._src.tree import param_names
+from funcopt.compat.mindspore.schedules import (
+    CosineDecayLR,
+    ExponentialDecayLR,
+    InverseDecayLR,
+    LearningRateSchedule,
+    NaturalExpDecayLR,
+    PolynomialDecayLR,
+    WarmUpLR,
+)
 from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer as _Engine
 from funcopt.optim.optimizer import _group_step
@@ -103,137 +112,6 @@ __all__ = [
     "polynomial_decay_lr",
     "warmup_lr",
 ]
-
-
-# --------------------------------------------------------------------------- learning-rate schedules
-
-
-class LearningRateSchedule:
-    """MindSpore's ``nn.LearningRateSchedule``: a callable ``global_step -> learning rate``.
-
-    Subclasses define ``construct(global_step)`` with jittable JAX operations.
-    An instance is a schedule for any funcopt hyperparameter and a
-    ``learning_rate`` for the optimizers here.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.compat import mindspore as ms
-        >>> class Halving(ms.LearningRateSchedule):
-        ...     def construct(self, global_step):
-        ...         return 0.1 * 0.5 ** jnp.floor(global_step / 10)
-        >>> float(Halving()(jnp.asarray(25)))
-        0.025
-    """
-
-    def __call__(self, global_step: Any) -> jax.Array:
-        return self.construct(global_step)
-
-    def construct(self, global_step: Any) -> jax.Array:
-        raise NotImplementedError
-
-
-class _FunctionSchedule(LearningRateSchedule):
-    _schedule: Callable[[Any], jax.Array]
-
-    def construct(self, global_step: Any) -> jax.Array:
-        return self._schedule(global_step)
-
-
-class ExponentialDecayLR(_FunctionSchedule):
-    r"""``nn.ExponentialDecayLR(learning_rate, decay_rate, decay_steps, is_stair=False)``.
-
-    :math:`lr = learning\_rate \cdot decay\_rate^{p}`, :math:`p = step / decay\_steps`
-    (floored when ``is_stair``); see :func:`funcopt.schedules.exponential_decay_lr`.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.compat import mindspore as ms
-        >>> print(ms.ExponentialDecayLR(0.1, 0.9, 4)(jnp.asarray(2, jnp.int32)))
-        0.09486833
-    """
-
-    def __init__(self, learning_rate: float, decay_rate: float, decay_steps: int, is_stair: bool = False):
-        self._schedule = _schedules.exponential_decay_lr(learning_rate, decay_rate, decay_steps, is_stair)
-
-
-class NaturalExpDecayLR(_FunctionSchedule):
-    r"""``nn.NaturalExpDecayLR(learning_rate, decay_rate, decay_steps, is_stair=False)``.
-
-    :math:`lr = learning\_rate \cdot e^{-decay\_rate \cdot p}`; see
-    :func:`funcopt.schedules.natural_exp_decay_lr`.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.compat import mindspore as ms
-        >>> print(ms.NaturalExpDecayLR(0.1, 0.9, 4, True)(jnp.asarray(2, jnp.int32)))
-        0.1
-    """
-
-    def __init__(self, learning_rate: float, decay_rate: float, decay_steps: int, is_stair: bool = False):
-        self._schedule = _schedules.natural_exp_decay_lr(learning_rate, decay_rate, decay_steps, is_stair)
-
-
-class InverseDecayLR(_FunctionSchedule):
-    r"""``nn.InverseDecayLR(learning_rate, decay_rate, decay_steps, is_stair=False)``.
-
-    :math:`lr = learning\_rate / (1 + decay\_rate \cdot p)`; see
-    :func:`funcopt.schedules.inverse_decay_lr`.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.compat import mindspore as ms
-        >>> print(ms.InverseDecayLR(0.1, 0.9, 4)(jnp.asarray(2, jnp.int32)))
-        0.06896552
-    """
-
-    def __init__(self, learning_rate: float, decay_rate: float, decay_steps: int, is_stair: bool = False):
-        self._schedule = _schedules.inverse_decay_lr(learning_rate, decay_rate, decay_steps, is_stair)
-
-
-class CosineDecayLR(_FunctionSchedule):
-    r"""``nn.CosineDecayLR(min_lr, max_lr, decay_steps)``; see :func:`funcopt.schedules.cosine_decay_lr`.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.compat import mindspore as ms
-        >>> print(ms.CosineDecayLR(0.01, 0.1, 4)(jnp.asarray(2, jnp.int32)))
-        0.055
-    """
-
-    def __init__(self, min_lr: float, max_lr: float, decay_steps: int):
-        self._schedule = _schedules.cosine_decay_lr(min_lr, max_lr, decay_steps)
-
-
-class PolynomialDecayLR(_FunctionSchedule):
-    r"""``nn.PolynomialDecayLR(learning_rate, end_learning_rate, decay_steps, power, update_decay_steps=False)``.
-
-    See :func:`funcopt.schedules.polynomial_decay_lr`.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.compat import mindspore as ms
-        >>> print(ms.PolynomialDecayLR(0.1, 0.01, 4, 0.5)(jnp.asarray(2, jnp.int32)))
-        0.07363961
-    """
-
-    def __init__(self, learning_rate: float, end_learning_rate: float, decay_steps: int, power: float,
-                 update_decay_steps: bool = False):
-        self._schedule = _schedules.polynomial_decay_lr(learning_rate, end_learning_rate, decay_steps, power,
-                                                         update_decay_steps)
-
-
-class WarmUpLR(_FunctionSchedule):
-    r"""``nn.WarmUpLR(learning_rate, warmup_steps)``; see :func:`funcopt.schedules.warm_up_lr`.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.compat import mindspore as ms
-        >>> print(ms.WarmUpLR(0.1, 2)(jnp.asarray(2, jnp.int32)))
-        0.1
-    """
-
-    def __init__(self, learning_rate: float, warmup_steps: int):
-        self._schedule = _schedules.warm_up_lr(learning_rate, warmup_steps)
 
 
 # --------------------------------------------------------------------------- loss scale managers
