@@ -43,6 +43,16 @@ from funcopt import schedules as _schedules
 from funcopt._src.base import GradientTransformation, PyTree, chain, stateless
 from funcopt._src.hparams import HParam, float_dtype, is_static_zero
 from funcopt._src.tree import param_names
+from funcopt.compat.mindspore.checks import (
+    check_betas_eps,
+    check_bool,
+    check_float,
+    check_non_negative,
+    check_open_unit,
+    check_positive,
+    is_array,
+    type_name,
+)
 from funcopt.compat.mindspore.loss_scale import DynamicLossScaleManager, FixedLossScaleManager, LossScaleManager
 from funcopt.compat.mindspore.schedules import (
     CosineDecayLR,
@@ -110,59 +120,6 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- argument checks
-
-
-def _tname(value: Any) -> str:
-    return type(value).__name__
-
-
-def _check_type(value: Any, types: tuple[type, ...], name: str, owner: str) -> None:
-    if isinstance(value, bool) and bool not in types:
-        ok = False
-    else:
-        ok = isinstance(value, types)
-    if not ok:
-        names = ", ".join(t.__name__ for t in types)
-        raise TypeError(f"For '{owner}', the type of '{name}' must be '{names}', but got '{_tname(value)}'.")
-
-
-def _check_float(value: Any, name: str, owner: str) -> None:
-    _check_type(value, (float,), name, owner)
-
-
-def _check_bool(value: Any, name: str, owner: str) -> None:
-    _check_type(value, (bool,), name, owner)
-
-
-def _check_non_negative(value: float, name: str, owner: str) -> None:
-    if not value >= 0:
-        raise ValueError(f"For '{owner}', the '{name}' must be non-negative, but got {value}.")
-
-
-def _check_positive(value: float, name: str, owner: str) -> None:
-    if not value > 0:
-        raise ValueError(f"For '{owner}', the '{name}' must be positive, but got {value}.")
-
-
-def _check_open_unit(value: float, name: str, owner: str) -> None:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"For '{owner}', the '{name}' must be in range of (0.0, 1.0), but got {value}.")
-
-
-def _check_betas_eps(beta1: Any, beta2: Any, eps: Any, owner: str) -> None:
-    _check_float(beta1, "beta1", owner)
-    _check_float(beta2, "beta2", owner)
-    _check_float(eps, "eps", owner)
-    _check_open_unit(beta1, "beta1", owner)
-    _check_open_unit(beta2, "beta2", owner)
-    _check_positive(eps, "eps", owner)
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
-
-
 # --------------------------------------------------------------------------- learning rates and groups
 
 
@@ -179,9 +136,9 @@ def _preprocess_lr(learning_rate: Any, owner: str) -> _LR:
     """MindSpore's ``_preprocess_single_lr``: the accepted forms, with its errors."""
     if isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, str):
         value = float(learning_rate)
-        _check_non_negative(value, "learning rate", owner)
+        check_non_negative(value, "learning rate", owner)
         return _LR(value, jnp.asarray(value, float_dtype()), False, 0)
-    if _is_array(learning_rate):
+    if is_array(learning_rate):
         arr = np.asarray(learning_rate)
         if arr.ndim == 0:
             return _LR(float(arr), jnp.asarray(float(arr), float_dtype()), False, 0)
@@ -213,9 +170,9 @@ def _preprocess_weight_decay(weight_decay: Any, owner: str) -> Any:
     """MindSpore's ``_preprocess_weight_decay``: a non-negative number, or a schedule (MindSpore's Cell)."""
     if isinstance(weight_decay, (int, float)):
         value = float(weight_decay)
-        _check_non_negative(value, "weight_decay", owner)
+        check_non_negative(value, "weight_decay", owner)
         return value
-    if callable(weight_decay) and not _is_array(weight_decay):
+    if callable(weight_decay) and not is_array(weight_decay):
         return weight_decay
     raise TypeError(f"For 'Optimizer', the argument 'Weight_decay' must be int, float or Cell.but got "
                     f"{type(weight_decay)}")
@@ -266,7 +223,7 @@ def _param_leaves(tree: Any, what: str) -> tuple[list[str], list[Any]]:
     """Names and leaves of a parameter pytree, with MindSpore's errors for empty or non-array content."""
     if tree is None:
         raise ValueError(f"For 'Optimizer', the argument {what} can not be None.")
-    if _is_array(tree) or isinstance(tree, (str, bytes, numbers.Number)):
+    if is_array(tree) or isinstance(tree, (str, bytes, numbers.Number)):
         raise TypeError(f"For 'Optimizer', the argument {what} must be a pytree (a list or dict) of parameters, "
                         f"but got {type(tree)}.")
     names = param_names(tree)
@@ -274,9 +231,9 @@ def _param_leaves(tree: Any, what: str) -> tuple[list[str], list[Any]]:
     if not leaves:
         raise ValueError(f"For 'Optimizer', the argument {what} must not be empty.")
     for name, leaf in zip(names, leaves):
-        if not _is_array(leaf):
+        if not is_array(leaf):
             raise TypeError(f"For 'Optimizer', all elements of the argument {what} must be 'Parameter' (arrays) "
-                            f"or 'dict', but '{name}' is a {_tname(leaf)}.")
+                            f"or 'dict', but '{name}' is a {type_name(leaf)}.")
     return names, leaves
 
 
@@ -498,8 +455,8 @@ class Optimizer:
         groups_given, parameters = self._check_parameters(parameters)
         if isinstance(loss_scale, int) and not isinstance(loss_scale, bool):
             loss_scale = float(loss_scale)
-        _check_float(loss_scale, "loss_scale", owner)
-        _check_positive(loss_scale, "loss_scale", owner)
+        check_float(loss_scale, "loss_scale", owner)
+        check_positive(loss_scale, "loss_scale", owner)
         self.loss_scale = loss_scale
         default_lr = _preprocess_lr(learning_rate, owner)
         self.is_group = groups_given is not None
@@ -536,7 +493,7 @@ class Optimizer:
         """``(group dicts, None)`` for a list of groups, ``(None, pytree)`` otherwise; MindSpore's errors."""
         if parameters is None:
             raise ValueError("For 'Optimizer', the argument parameters can not be None.")
-        if _is_array(parameters) or isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
+        if is_array(parameters) or isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
             raise TypeError(f"For 'Optimizer', the argument parameters must be Iterable type, but got "
                             f"{type(parameters)}.")
         if not isinstance(parameters, (Mapping, list, tuple)) and jax.tree.leaves(parameters) == [parameters]:
@@ -565,7 +522,7 @@ class Optimizer:
                 if len(group) > 1:
                     raise ValueError(f"For 'Optimizer', the order params dict in group parameters should only "
                                      f"include the 'order_params' key, but got {list(group.keys())}.")
-                if not isinstance(group["order_params"], Iterable) or _is_array(group["order_params"]):
+                if not isinstance(group["order_params"], Iterable) or is_array(group["order_params"]):
                     raise TypeError("For 'Optimizer', the value of 'order_params' in group parameters should be "
                                     f"Iterable type, but got {type(group['order_params'])}.")
                 order_tree = group["order_params"]
@@ -818,7 +775,7 @@ class Optimizer:
         if jax.tree.structure(gradients) == self._tree_def:
             return gradients
         if isinstance(gradients, (tuple, list)) and len(gradients) == len(self._names) \
-                and all(_is_array(g) for g in gradients):
+                and all(is_array(g) for g in gradients):
             return self._tree_def.unflatten(list(gradients))
         raise ValueError(f"For '{self.cls_name}', the gradients must have the structure of the parameters "
                          f"{self._tree_def}, or be a tuple of {len(self._names)} arrays in the parameters' order.")
@@ -945,10 +902,10 @@ class Momentum(Optimizer):
     def __init__(self, params: Any, learning_rate: Any, momentum: float, weight_decay: Any = 0.0,
                  loss_scale: float = 1.0, use_nesterov: bool = False):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
-        _check_float(momentum, "momentum", self.cls_name)
+        check_float(momentum, "momentum", self.cls_name)
         if momentum < 0.0:
             raise ValueError(f"For 'Momentum', the argument 'momentum' must be at least 0.0, but got {momentum}")
-        _check_bool(use_nesterov, "use_nesterov", self.cls_name)
+        check_bool(use_nesterov, "use_nesterov", self.cls_name)
         self.momentum = momentum
         self.use_nesterov = use_nesterov
         self._build(_momentum_rule, momentum=momentum, use_nesterov=use_nesterov)
@@ -1002,7 +959,7 @@ class SGD(Optimizer):
         if dampening < 0.0:
             raise ValueError(f"For 'SGD', the argument 'dampening' must be at least 0.0, but got 'dampening' "
                              f"{dampening}")
-        _check_bool(nesterov, "nesterov", owner)
+        check_bool(nesterov, "nesterov", owner)
         if nesterov and (momentum <= 0.0 or dampening != 0.0):
             raise ValueError(f"For 'SGD', if 'nesterov' is true, 'momentum' must be > 0.0 and 'dampening' must "
                              f"equal to 0.0, but got 'momentum' {momentum}, 'dampening' {dampening}")
@@ -1055,10 +1012,10 @@ class Adam(Optimizer):
             raise TypeError(f"For 'Adam', unexpected keyword arguments {sorted(unknown)}.")
         use_lazy = kwargs.get("use_lazy", False)
         use_offload = kwargs.get("use_offload", False)
-        _check_betas_eps(beta1, beta2, eps, owner)
+        check_betas_eps(beta1, beta2, eps, owner)
         for name, flag in (("use_locking", use_locking), ("use_nesterov", use_nesterov),
                            ("use_amsgrad", use_amsgrad), ("use_lazy", use_lazy), ("use_offload", use_offload)):
-            _check_bool(flag, name, owner)
+            check_bool(flag, name, owner)
         if use_lazy and use_offload:
             raise ValueError(f"For 'Adam', 'use_lazy' and 'use_offload' can not both be True.But got "
                              f"use_lazy={use_lazy}, use_offload={use_offload}.")
@@ -1098,7 +1055,7 @@ class AdamWeightDecay(Optimizer):
     def __init__(self, params: Any, learning_rate: Any = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-6, weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay)
-        _check_betas_eps(beta1, beta2, eps, self.cls_name)
+        check_betas_eps(beta1, beta2, eps, self.cls_name)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self._build(_adam_weight_decay_rule, beta1=beta1, beta2=beta2, eps=eps)
 
@@ -1126,7 +1083,7 @@ class AdaMax(Optimizer):
     def __init__(self, params: Any, learning_rate: Any = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-08, weight_decay: Any = 0.0, loss_scale: float = 1.0):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
-        _check_betas_eps(beta1, beta2, eps, self.cls_name)
+        check_betas_eps(beta1, beta2, eps, self.cls_name)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self._build(_adamax_rule, beta1=beta1, beta2=beta2, eps=eps)
 
@@ -1161,9 +1118,9 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, accum: float = 0.1, learning_rate: Any = 0.001, update_slots: bool = True,
                  loss_scale: float = 1.0, weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
-        _check_float(accum, "accum", self.cls_name)
-        _check_non_negative(accum, "accum", self.cls_name)
-        _check_bool(update_slots, "update_slots", self.cls_name)
+        check_float(accum, "accum", self.cls_name)
+        check_non_negative(accum, "accum", self.cls_name)
+        check_bool(update_slots, "update_slots", self.cls_name)
         self.accum, self.update_slots = accum, update_slots
         self._build(_adagrad_rule, accum=accum, update_slots=update_slots)
 
@@ -1196,11 +1153,11 @@ class Adadelta(Optimizer):
                  loss_scale: float = 1.0, weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
         owner = self.cls_name
-        _check_float(rho, "rho", owner)
-        _check_float(epsilon, "epsilon", owner)
+        check_float(rho, "rho", owner)
+        check_float(epsilon, "epsilon", owner)
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"For '{owner}', the 'rho' must be in range of [0.0, 1.0], but got {rho}.")
-        _check_non_negative(epsilon, "epsilon", owner)
+        check_non_negative(epsilon, "epsilon", owner)
         self.rho, self.epsilon = rho, epsilon
         self._build(_adadelta_rule, rho=rho, epsilon=epsilon)
 
@@ -1236,14 +1193,14 @@ class RMSProp(Optimizer):
                  weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
         owner = self.cls_name
-        _check_float(decay, "decay", owner)
-        _check_non_negative(decay, "decay", owner)
-        _check_float(momentum, "momentum", owner)
-        _check_non_negative(momentum, "momentum", owner)
-        _check_float(epsilon, "epsilon", owner)
-        _check_positive(epsilon, "epsilon", owner)
-        _check_bool(use_locking, "use_locking", owner)
-        _check_bool(centered, "centered", owner)
+        check_float(decay, "decay", owner)
+        check_non_negative(decay, "decay", owner)
+        check_float(momentum, "momentum", owner)
+        check_non_negative(momentum, "momentum", owner)
+        check_float(epsilon, "epsilon", owner)
+        check_positive(epsilon, "epsilon", owner)
+        check_bool(use_locking, "use_locking", owner)
+        check_bool(centered, "centered", owner)
         self.decay, self.momentum, self.epsilon, self.centered = decay, momentum, epsilon, centered
         self._build(_rmsprop_rule, decay=decay, momentum=momentum, epsilon=epsilon, centered=centered)
 
@@ -1289,13 +1246,13 @@ class Rprop(Optimizer):
         if step_sizes[0] > step_sizes[1]:
             raise ValueError(f"For Rprop, maximal step size should not be less than minimal step size, but got "
                              f"{step_sizes[0]} > {step_sizes[1]}.")
-        _check_float(etas[0], "etaminus", owner)
-        _check_open_unit(etas[0], "etaminus", owner)
-        _check_float(etas[1], "etaplus", owner)
+        check_float(etas[0], "etaminus", owner)
+        check_open_unit(etas[0], "etaminus", owner)
+        check_float(etas[1], "etaplus", owner)
         if etas[1] <= 1.0:
             raise ValueError(f"For Rprop, etaplus must be greater than 1.0, but got etaplus {etas[1]}.")
-        _check_float(step_sizes[0], "min_step_sizes", owner)
-        _check_float(step_sizes[1], "max_step_sizes", owner)
+        check_float(step_sizes[0], "min_step_sizes", owner)
+        check_float(step_sizes[1], "max_step_sizes", owner)
         self.etas, self.step_sizes = etas, step_sizes
         self._build(_rprop_rule, etas=etas, step_sizes=step_sizes)
 
@@ -1329,7 +1286,7 @@ class ASGD(Optimizer):
                  t0: float = 1e6, weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay)
         for name, value in (("lambd", lambd), ("alpha", alpha), ("t0", t0)):
-            _check_float(value, name, self.cls_name)
+            check_float(value, name, self.cls_name)
         self.lambd, self.alpha, self.t0 = lambd, alpha, t0
         self._build(_asgd_rule, lambd=lambd, alpha=alpha, t0=t0)
 
@@ -1374,18 +1331,18 @@ class FTRL(Optimizer):
             raise ValueError(f"For 'FTRL', dynamic learning rate and group learning rate are currently not "
                              f"supported in FTRL, they should all be false, but got dynamic learning rate "
                              f"{self.dynamic_lr} and group learning rate {self.is_group_lr}.")
-        _check_float(initial_accum, "initial_accum", owner)
-        _check_non_negative(initial_accum, "initial_accum", owner)
-        _check_float(learning_rate, "learning_rate", owner)
-        _check_positive(learning_rate, "learning_rate", owner)
-        _check_float(lr_power, "lr_power", owner)
+        check_float(initial_accum, "initial_accum", owner)
+        check_non_negative(initial_accum, "initial_accum", owner)
+        check_float(learning_rate, "learning_rate", owner)
+        check_positive(learning_rate, "learning_rate", owner)
+        check_float(lr_power, "lr_power", owner)
         if lr_power > 0.0:
             raise ValueError(f"For '{owner}', the 'lr_power' must be less than or equal to 0.0, but got {lr_power}.")
-        _check_float(l1, "l1", owner)
-        _check_non_negative(l1, "l1", owner)
-        _check_float(l2, "l2", owner)
-        _check_non_negative(l2, "l2", owner)
-        _check_bool(use_locking, "use_locking", owner)
+        check_float(l1, "l1", owner)
+        check_non_negative(l1, "l1", owner)
+        check_float(l2, "l2", owner)
+        check_non_negative(l2, "l2", owner)
+        check_bool(use_locking, "use_locking", owner)
         self.initial_accum, self.lr_power, self.l1, self.l2 = initial_accum, lr_power, l1, l2
         self._build(_ftrl_rule, initial_accum=initial_accum, lr_power=lr_power, l1=l1, l2=l2)
 
@@ -1419,9 +1376,9 @@ class ProximalAdagrad(Optimizer):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
         owner = self.cls_name
         for name, value in (("accum", accum), ("l1", l1), ("l2", l2)):
-            _check_float(value, name, owner)
-            _check_non_negative(value, name, owner)
-        _check_bool(use_locking, "use_locking", owner)
+            check_float(value, name, owner)
+            check_non_negative(value, name, owner)
+        check_bool(use_locking, "use_locking", owner)
         self.accum, self.l1, self.l2 = accum, l1, l2
         self._build(_proximal_adagrad_rule, accum=accum, l1=l1, l2=l2)
 
@@ -1450,7 +1407,7 @@ class Lamb(Optimizer):
     def __init__(self, params: Any, learning_rate: Any, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-6, weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay)
-        _check_betas_eps(beta1, beta2, eps, self.cls_name)
+        check_betas_eps(beta1, beta2, eps, self.cls_name)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self._build(_lamb_rule, elementwise=False, beta1=beta1, beta2=beta2, eps=eps)
 
@@ -1505,10 +1462,10 @@ class LARS(Optimizer):
         owner = "LARS"
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"For '{owner}', the type of 'optimizer' must be 'Optimizer', but got "
-                            f"'{_tname(optimizer)}'.")
-        _check_float(epsilon, "epsilon", owner)
-        _check_float(coefficient, "coefficient", owner)
-        _check_bool(use_clip, "use_clip", owner)
+                            f"'{type_name(optimizer)}'.")
+        check_float(epsilon, "epsilon", owner)
+        check_float(coefficient, "coefficient", owner)
+        check_bool(use_clip, "use_clip", owner)
         if not isinstance(optimizer, Momentum):
             raise NotImplementedError(f"LARS wraps Momentum here (funcopt.lars is LARS with momentum), got "
                                       f"{optimizer.cls_name}")
