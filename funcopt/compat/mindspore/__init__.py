@@ -29,20 +29,14 @@ functional layer has MindSpore's variant (``adam_mindspore``,
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-import funcopt.optimizers as F
-from funcopt import schedules as _schedules
-from funcopt._src.base import GradientTransformation, PyTree, chain, stateless
-from funcopt._src.hparams import HParam, float_dtype, is_static_zero
-from funcopt._src.tree import param_names
+from funcopt._src.base import GradientTransformation, PyTree
+from funcopt._src.hparams import float_dtype
 from funcopt.compat.mindspore.checks import (
     check_betas_eps,
     check_bool,
@@ -54,6 +48,29 @@ from funcopt.compat.mindspore.checks import (
     type_name,
 )
 from funcopt.compat.mindspore.loss_scale import DynamicLossScaleManager, FixedLossScaleManager, LossScaleManager
+from funcopt.compat.mindspore.rules import (
+    GROUP_KEYS,
+    GroupSpec,
+    LearningRate,
+    adadelta_rule,
+    adagrad_rule,
+    adam_rule,
+    adam_weight_decay_rule,
+    adamax_rule,
+    asgd_rule,
+    ftrl_rule,
+    lamb_rule,
+    lars_rule,
+    momentum_rule,
+    param_leaves,
+    preprocess_lr,
+    preprocess_weight_decay,
+    proximal_adagrad_rule,
+    rmsprop_rule,
+    rprop_rule,
+    sgd_rule,
+    unscale,
+)
 from funcopt.compat.mindspore.schedules import (
     CosineDecayLR,
     ExponentialDecayLR,
@@ -66,9 +83,6 @@ from funcopt.compat.mindspore.schedules import (
 from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer as _Engine
 from funcopt.optim.optimizer import _group_step
-from funcopt.optimizers.adam import adam_mindspore, adam_weight_decay
-from funcopt.optimizers.adamax import adamax_mindspore
-from funcopt.optimizers.rmsprop import rmsprop_mindspore
 from funcopt.schedules import dynamic_lr  # noqa: F401 - MindSpore's nn.dynamic_lr, as ms.dynamic_lr
 from funcopt.schedules.dynamic_lr import (
     cosine_decay_lr,
@@ -79,7 +93,6 @@ from funcopt.schedules.dynamic_lr import (
     polynomial_decay_lr,
     warmup_lr,
 )
-from funcopt.transforms.loss_scale import StaticLossScale
 from funcopt.transforms.masking import MaskedNode
 from funcopt.transforms.weight_decay import add_decayed_weights, centralize, mindspore_decay_filter
 
@@ -120,71 +133,6 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- learning rates and groups
-
-
-class _LR(NamedTuple):
-    """A processed learning rate: the value the optimizer uses, the value MindSpore's getters return."""
-
-    hparam: Any  # a float or a schedule, for the functional optimizer
-    raw: Any  # what get_lr_parameter returns: a 0-d array, a 1-D array of per-step values, or the schedule
-    dynamic: bool
-    length: int  # number of per-step values of a 1-D learning rate, else 0
-
-
-def _preprocess_lr(learning_rate: Any, owner: str) -> _LR:
-    """MindSpore's ``_preprocess_single_lr``: the accepted forms, with its errors."""
-    if isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, str):
-        value = float(learning_rate)
-        check_non_negative(value, "learning rate", owner)
-        return _LR(value, jnp.asarray(value, float_dtype()), False, 0)
-    if is_array(learning_rate):
-        arr = np.asarray(learning_rate)
-        if arr.ndim == 0:
-            return _LR(float(arr), jnp.asarray(float(arr), float_dtype()), False, 0)
-        if arr.ndim > 1:
-            raise ValueError(f"For 'Optimizer', if 'learning_rate' is Tensor type, then the dimension of it should "
-                             f"be 0 or 1, but got {arr.ndim}.")
-        return _list_lr(arr)
-    if isinstance(learning_rate, LearningRateSchedule) or (
-            callable(learning_rate) and not isinstance(learning_rate, type)):
-        return _LR(learning_rate, learning_rate, True, 0)
-    if isinstance(learning_rate, Iterable) and not isinstance(learning_rate, (str, bytes, Mapping)):
-        values = np.asarray(list(learning_rate), dtype=np.float64)
-        if values.ndim != 1:
-            raise ValueError(f"For 'Optimizer', if 'learning_rate' is Iterable type, it must hold one number per "
-                             f"step, but got an array of shape {values.shape}.")
-        return _list_lr(values)
-    raise TypeError(f"For 'Optimizer', the argument 'learning_rate' must be int, float, Tensor, Iterable or "
-                    f"LearningRateSchedule, but got {type(learning_rate)}.")
-
-
-def _list_lr(values: np.ndarray) -> _LR:
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("For 'Optimizer', a dynamic 'learning_rate' needs at least one value.")
-    return _LR(_schedules.from_list(values), jnp.asarray(values, float_dtype()), True, int(values.size))
-
-
-def _preprocess_weight_decay(weight_decay: Any, owner: str) -> Any:
-    """MindSpore's ``_preprocess_weight_decay``: a non-negative number, or a schedule (MindSpore's Cell)."""
-    if isinstance(weight_decay, (int, float)):
-        value = float(weight_decay)
-        check_non_negative(value, "weight_decay", owner)
-        return value
-    if callable(weight_decay) and not is_array(weight_decay):
-        return weight_decay
-    raise TypeError(f"For 'Optimizer', the argument 'Weight_decay' must be int, float or Cell.but got "
-                    f"{type(weight_decay)}")
-
-
-class _Group(NamedTuple):
-    leaves: list[jax.Array]
-    lr: _LR
-    weight_decay: Any
-    grad_centralization: bool
-
-
 class NamedParameter(NamedTuple):
     """A parameter with its name, as MindSpore's ``Parameter`` is handed to ``lars_filter``.
 
@@ -216,168 +164,6 @@ class NamedParameter(NamedTuple):
         return self.value.dtype
 
 
-_GROUP_KEYS = ("params", "lr", "weight_decay", "order_params", "grad_centralization")
-
-
-def _param_leaves(tree: Any, what: str) -> tuple[list[str], list[Any]]:
-    """Names and leaves of a parameter pytree, with MindSpore's errors for empty or non-array content."""
-    if tree is None:
-        raise ValueError(f"For 'Optimizer', the argument {what} can not be None.")
-    if is_array(tree) or isinstance(tree, (str, bytes, numbers.Number)):
-        raise TypeError(f"For 'Optimizer', the argument {what} must be a pytree (a list or dict) of parameters, "
-                        f"but got {type(tree)}.")
-    names = param_names(tree)
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        raise ValueError(f"For 'Optimizer', the argument {what} must not be empty.")
-    for name, leaf in zip(names, leaves):
-        if not is_array(leaf):
-            raise TypeError(f"For 'Optimizer', all elements of the argument {what} must be 'Parameter' (arrays) "
-                            f"or 'dict', but '{name}' is a {type_name(leaf)}.")
-    return names, leaves
-
-
-# --------------------------------------------------------------------------- the functional pipeline
-
-
-def _unscale(loss_scale: float) -> GradientTransformation:
-    """MindSpore's ``scale_grad``: gradients times the float32 reciprocal of the loss scale."""
-    scale = StaticLossScale(jnp.asarray(loss_scale, jnp.float32))
-    return stateless(lambda updates, params: scale.unscale(updates))
-
-
-def _pipeline(make_rule: Callable[[Any], GradientTransformation], weight_decay: Any, grad_centralization: bool,
-              loss_scale: float, decay: str) -> GradientTransformation:
-    """What MindSpore's ``construct`` does around the update rule, as a chain of funcopt transforms.
-
-    ``decay`` is where the weight decay goes: ``'pre'`` (``decay_weight``: added to
-    the gradient before centralization; the rule's own L2 term is the same thing
-    when nothing comes between), ``'pre_only'`` (the rule has no decay argument),
-    ``'rule'`` (the rule's own placement, after centralization: SGD's kernel,
-    AdamWeightDecay, Lamb). MindSpore adds the decay to the loss-scaled gradients
-    with ``weight_decay * loss_scale`` and divides by the scale last; dividing
-    first is the same computation.
-    """
-    parts = []
-    if loss_scale != 1.0:
-        parts.append(_unscale(loss_scale))
-    rule_decay = weight_decay
-    if decay == "pre_only" or (decay == "pre" and grad_centralization):
-        if not is_static_zero(weight_decay):
-            parts.append(add_decayed_weights(weight_decay))
-        rule_decay = 0.0
-    if grad_centralization:
-        parts.append(centralize(channel_multiple=16))
-    parts.append(make_rule(rule_decay))
-    return parts[0] if len(parts) == 1 else chain(*parts)
-
-
-# One factory per optimizer: MindSpore's hyperparameters to a funcopt rule and the pipeline.
-# The engine (a funcopt.optim.Optimizer) reads each factory's signature: group keys are lr,
-# weight_decay, grad_centralization; loss_scale and the flags are fixed per optimizer.
-
-
-def _momentum_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float,
-                   momentum: HParam, use_nesterov: bool) -> GradientTransformation:
-    return _pipeline(lambda wd: F.momentum(lr=lr, momentum=momentum, weight_decay=wd, use_nesterov=use_nesterov),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _sgd_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, momentum: HParam,
-              dampening: HParam, nesterov: bool) -> GradientTransformation:
-    return _pipeline(lambda wd: F.sgd(lr=lr, momentum=momentum, dampening=dampening, weight_decay=wd,
-                                      nesterov=nesterov),
-                     weight_decay, grad_centralization, loss_scale, "rule")
-
-
-def _adam_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, beta1: HParam,
-               beta2: HParam, eps: HParam, use_nesterov: bool, use_amsgrad: bool) -> GradientTransformation:
-    return _pipeline(lambda wd: adam_mindspore(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd,
-                                               nesterov=use_nesterov, amsgrad=use_amsgrad),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _adam_weight_decay_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float,
-                            beta1: HParam, beta2: HParam, eps: HParam) -> GradientTransformation:
-    # MindSpore's AdamWeightDecay neither centralizes nor unscales the gradients
-    del grad_centralization, loss_scale
-    return adam_weight_decay(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
-
-
-def _adamax_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, beta1: HParam,
-                 beta2: HParam, eps: HParam) -> GradientTransformation:
-    return _pipeline(lambda wd: adamax_mindspore(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _adagrad_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, accum: HParam,
-                  update_slots: bool) -> GradientTransformation:
-    if update_slots:
-        rule = lambda wd: F.adagrad(lr=lr, initial_accumulator_value=accum, eps=0.0, weight_decay=wd)  # noqa: E731
-    else:
-        # the accumulator never changes: each step is lr / sqrt(accum) times the gradient
-        scale = 1.0 / math.sqrt(accum) if accum > 0 else math.inf
-        scaled_lr = (lambda step: lr(step) * scale) if callable(lr) else lr * scale
-        rule = lambda wd: F.sgd(lr=scaled_lr, weight_decay=wd)  # noqa: E731
-    return _pipeline(rule, weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _adadelta_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, rho: HParam,
-                   epsilon: HParam) -> GradientTransformation:
-    return _pipeline(lambda wd: F.adadelta(lr=lr, rho=rho, eps=epsilon, weight_decay=wd),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _rmsprop_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, decay: HParam,
-                  momentum: HParam, epsilon: HParam, centered: bool) -> GradientTransformation:
-    return _pipeline(lambda wd: rmsprop_mindspore(lr=lr, alpha=decay, eps=epsilon, weight_decay=wd,
-                                                  momentum=momentum, centered=centered),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _rprop_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float,
-                etas: tuple[HParam, HParam], step_sizes: tuple[HParam, HParam]) -> GradientTransformation:
-    return _pipeline(lambda wd: F.rprop(lr=lr, etas=etas, step_sizes=step_sizes),
-                     weight_decay, grad_centralization, loss_scale, "pre_only")
-
-
-def _asgd_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, lambd: HParam,
-               alpha: HParam, t0: HParam) -> GradientTransformation:
-    return _pipeline(lambda wd: F.asgd(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=wd),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _ftrl_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float,
-               initial_accum: HParam, lr_power: HParam, l1: HParam, l2: HParam) -> GradientTransformation:
-    return _pipeline(lambda wd: F.ftrl(lr=lr, initial_accum=initial_accum, lr_power=lr_power, l1=l1, l2=l2,
-                                       weight_decay=wd),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _proximal_adagrad_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float,
-                           accum: HParam, l1: HParam, l2: HParam) -> GradientTransformation:
-    return _pipeline(lambda wd: F.proximal_adagrad(lr=lr, accum=accum, l1=l1, l2=l2, weight_decay=wd),
-                     weight_decay, grad_centralization, loss_scale, "pre")
-
-
-def _lamb_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, beta1: HParam,
-               beta2: HParam, eps: HParam) -> GradientTransformation:
-    return _pipeline(lambda wd: F.lamb(lr=lr, betas=(beta1, beta2), eps=eps, bias_correction=True,
-                                       weight_decay=wd, always_adapt=True),
-                     weight_decay, grad_centralization, loss_scale, "rule")
-
-
-def _lars_rule(lr: HParam, weight_decay: HParam, grad_centralization: bool, loss_scale: float, momentum: HParam,
-               use_nesterov: bool, lars: bool, coefficient: HParam, epsilon: HParam,
-               use_clip: bool) -> GradientTransformation:
-    del grad_centralization
-    if not lars:
-        # parameters LARS leaves out take the momentum step on the raw gradient, without decay
-        return _pipeline(lambda wd: F.momentum(lr=lr, momentum=momentum, use_nesterov=use_nesterov),
-                         0.0, False, loss_scale, "pre")
-    return _pipeline(lambda wd: F.lars(lr=lr, momentum=momentum, weight_decay=wd, trust_coefficient=coefficient,
-                                       eps=epsilon, nesterov=use_nesterov, use_clip=use_clip),
-                     weight_decay, False, loss_scale, "rule")
 
 
 _ENGINES: dict[Any, type] = {}
@@ -458,18 +244,18 @@ class Optimizer:
         check_float(loss_scale, "loss_scale", owner)
         check_positive(loss_scale, "loss_scale", owner)
         self.loss_scale = loss_scale
-        default_lr = _preprocess_lr(learning_rate, owner)
+        default_lr = preprocess_lr(learning_rate, owner)
         self.is_group = groups_given is not None
         self.is_group_lr = False
         self.is_group_params_ordered = False
         if self.is_group:
             tree, names, groups, spec_of = self._parse_groups(groups_given, default_lr, weight_decay, owner)
-            self._default_weight_decay = _preprocess_weight_decay(weight_decay, owner)
+            self._default_weight_decay = preprocess_weight_decay(weight_decay, owner)
         else:
-            names, leaves = _param_leaves(parameters, "parameters")
-            self._default_weight_decay = _preprocess_weight_decay(weight_decay, owner)
+            names, leaves = param_leaves(parameters, "parameters")
+            self._default_weight_decay = preprocess_weight_decay(weight_decay, owner)
             tree = parameters
-            groups = [_Group(leaves, default_lr, self._default_weight_decay, False)]
+            groups = [GroupSpec(leaves, default_lr, self._default_weight_decay, False)]
             spec_of = [0] * len(leaves)
         self._default_lr = default_lr
         self._tree_def = jax.tree.structure(tree)
@@ -507,16 +293,16 @@ class Optimizer:
             raise ValueError("For 'Optimizer', the argument parameters must not be empty.")
         return None, parameters
 
-    def _parse_groups(self, groups: list[Mapping[str, Any]], default_lr: _LR, weight_decay: Any, owner: str):
+    def _parse_groups(self, groups: list[Mapping[str, Any]], default_lr: LearningRate, weight_decay: Any, owner: str):
         order_tree = None
-        specs: list[_Group] = []
+        specs: list[GroupSpec] = []
         group_trees: list[Any] = []
         group_names: list[list[str]] = []
         list_length = default_lr.length
         for group in groups:
-            invalid = [k for k in group if k not in _GROUP_KEYS]
+            invalid = [k for k in group if k not in GROUP_KEYS]
             if invalid:
-                raise KeyError(f"For 'Optimizer', the key in group params must be one of in {list(_GROUP_KEYS)}, "
+                raise KeyError(f"For 'Optimizer', the key in group params must be one of in {list(GROUP_KEYS)}, "
                                f"but got {invalid}.")
             if "order_params" in group:
                 if len(group) > 1:
@@ -530,22 +316,22 @@ class Optimizer:
                 continue
             if "params" not in group:
                 raise KeyError("For 'Optimizer', every group of parameters must have the key 'params'.")
-            names, leaves = _param_leaves(group["params"], "group `params`")
+            names, leaves = param_leaves(group["params"], "group `params`")
             lr = default_lr
             if "lr" in group:
                 self.is_group_lr = True
-                lr = _preprocess_lr(group["lr"], owner)
+                lr = preprocess_lr(group["lr"], owner)
                 if lr.length:
                     if list_length and lr.length != list_length:
                         raise ValueError("For 'Optimizer', the Tensor type dynamic learning rate in group must be "
                                          "the same size as the argument 'learning_rate'.")
                     list_length = lr.length
-            wd = _preprocess_weight_decay(group.get("weight_decay", weight_decay), owner)
+            wd = preprocess_weight_decay(group.get("weight_decay", weight_decay), owner)
             gc = group.get("grad_centralization", False)
             if not isinstance(gc, bool):
                 raise TypeError(f"For 'Optimizer', the 'gradients_centralization' must be bool type, but got "
                                 f"{type(gc)}.")
-            specs.append(_Group(leaves, lr, wd, gc))
+            specs.append(GroupSpec(leaves, lr, wd, gc))
             group_trees.append(group["params"])
             group_names.append(names)
         if not specs:
@@ -559,7 +345,7 @@ class Optimizer:
                                        "multiple times.")
                 seen[id(leaf)] = name
         if order_tree is not None:
-            names, leaves = _param_leaves(order_tree, "'order_params'")
+            names, leaves = param_leaves(order_tree, "'order_params'")
             if len(leaves) != len(seen):
                 raise ValueError(f"For 'Optimizer',the length of order parameters must be the same as the length of "
                                  f"group parameters, but got order parameters' length {len(leaves)}, group "
@@ -680,7 +466,7 @@ class Optimizer:
 
     # ------------------------------------------------------------------ MindSpore's helpers
 
-    def _lr_at(self, lr: _LR) -> jax.Array:
+    def _lr_at(self, lr: LearningRate) -> jax.Array:
         value = lr.hparam(jnp.asarray(self._global_step, jnp.int32)) if callable(lr.hparam) else lr.hparam
         return jnp.asarray(value, float_dtype()).reshape(())
 
@@ -843,7 +629,7 @@ class Optimizer:
         gradients = self._as_tree(gradients)
         if self.loss_scale == 1.0:
             return gradients
-        return _unscale(self.loss_scale).update(gradients, None)[0]
+        return unscale(self.loss_scale).update(gradients, None)[0]
 
     # ------------------------------------------------------------------ stepping
 
@@ -908,7 +694,7 @@ class Momentum(Optimizer):
         check_bool(use_nesterov, "use_nesterov", self.cls_name)
         self.momentum = momentum
         self.use_nesterov = use_nesterov
-        self._build(_momentum_rule, momentum=momentum, use_nesterov=use_nesterov)
+        self._build(momentum_rule, momentum=momentum, use_nesterov=use_nesterov)
 
 
 class SGD(Optimizer):
@@ -967,7 +753,7 @@ class SGD(Optimizer):
             raise TypeError("For 'SGD', dynamic weight decay is currently not supported, the argument "
                             "'weight_decay' or 'weight_decay' set in grouped 'params' must be float or int type.")
         self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
-        self._build(_sgd_rule, momentum=momentum, dampening=dampening, nesterov=nesterov)
+        self._build(sgd_rule, momentum=momentum, dampening=dampening, nesterov=nesterov)
 
 
 class Adam(Optimizer):
@@ -1024,7 +810,7 @@ class Adam(Optimizer):
                              f"got 'use_amsgrad'={use_amsgrad}.")
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.use_nesterov, self.use_amsgrad = use_nesterov, use_amsgrad
-        self._build(_adam_rule, beta1=beta1, beta2=beta2, eps=eps, use_nesterov=use_nesterov and not use_amsgrad,
+        self._build(adam_rule, beta1=beta1, beta2=beta2, eps=eps, use_nesterov=use_nesterov and not use_amsgrad,
                     use_amsgrad=use_amsgrad)
 
 
@@ -1057,7 +843,7 @@ class AdamWeightDecay(Optimizer):
         super().__init__(learning_rate, params, weight_decay)
         check_betas_eps(beta1, beta2, eps, self.cls_name)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self._build(_adam_weight_decay_rule, beta1=beta1, beta2=beta2, eps=eps)
+        self._build(adam_weight_decay_rule, beta1=beta1, beta2=beta2, eps=eps)
 
 
 class AdaMax(Optimizer):
@@ -1085,7 +871,7 @@ class AdaMax(Optimizer):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
         check_betas_eps(beta1, beta2, eps, self.cls_name)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self._build(_adamax_rule, beta1=beta1, beta2=beta2, eps=eps)
+        self._build(adamax_rule, beta1=beta1, beta2=beta2, eps=eps)
 
 
 class Adagrad(Optimizer):
@@ -1122,7 +908,7 @@ class Adagrad(Optimizer):
         check_non_negative(accum, "accum", self.cls_name)
         check_bool(update_slots, "update_slots", self.cls_name)
         self.accum, self.update_slots = accum, update_slots
-        self._build(_adagrad_rule, accum=accum, update_slots=update_slots)
+        self._build(adagrad_rule, accum=accum, update_slots=update_slots)
 
 
 class Adadelta(Optimizer):
@@ -1159,7 +945,7 @@ class Adadelta(Optimizer):
             raise ValueError(f"For '{owner}', the 'rho' must be in range of [0.0, 1.0], but got {rho}.")
         check_non_negative(epsilon, "epsilon", owner)
         self.rho, self.epsilon = rho, epsilon
-        self._build(_adadelta_rule, rho=rho, epsilon=epsilon)
+        self._build(adadelta_rule, rho=rho, epsilon=epsilon)
 
 
 class RMSProp(Optimizer):
@@ -1202,7 +988,7 @@ class RMSProp(Optimizer):
         check_bool(use_locking, "use_locking", owner)
         check_bool(centered, "centered", owner)
         self.decay, self.momentum, self.epsilon, self.centered = decay, momentum, epsilon, centered
-        self._build(_rmsprop_rule, decay=decay, momentum=momentum, epsilon=epsilon, centered=centered)
+        self._build(rmsprop_rule, decay=decay, momentum=momentum, epsilon=epsilon, centered=centered)
 
 
 class Rprop(Optimizer):
@@ -1254,7 +1040,7 @@ class Rprop(Optimizer):
         check_float(step_sizes[0], "min_step_sizes", owner)
         check_float(step_sizes[1], "max_step_sizes", owner)
         self.etas, self.step_sizes = etas, step_sizes
-        self._build(_rprop_rule, etas=etas, step_sizes=step_sizes)
+        self._build(rprop_rule, etas=etas, step_sizes=step_sizes)
 
 
 class ASGD(Optimizer):
@@ -1288,7 +1074,7 @@ class ASGD(Optimizer):
         for name, value in (("lambd", lambd), ("alpha", alpha), ("t0", t0)):
             check_float(value, name, self.cls_name)
         self.lambd, self.alpha, self.t0 = lambd, alpha, t0
-        self._build(_asgd_rule, lambd=lambd, alpha=alpha, t0=t0)
+        self._build(asgd_rule, lambd=lambd, alpha=alpha, t0=t0)
 
 
 class FTRL(Optimizer):
@@ -1344,7 +1130,7 @@ class FTRL(Optimizer):
         check_non_negative(l2, "l2", owner)
         check_bool(use_locking, "use_locking", owner)
         self.initial_accum, self.lr_power, self.l1, self.l2 = initial_accum, lr_power, l1, l2
-        self._build(_ftrl_rule, initial_accum=initial_accum, lr_power=lr_power, l1=l1, l2=l2)
+        self._build(ftrl_rule, initial_accum=initial_accum, lr_power=lr_power, l1=l1, l2=l2)
 
 
 class ProximalAdagrad(Optimizer):
@@ -1380,7 +1166,7 @@ class ProximalAdagrad(Optimizer):
             check_non_negative(value, name, owner)
         check_bool(use_locking, "use_locking", owner)
         self.accum, self.l1, self.l2 = accum, l1, l2
-        self._build(_proximal_adagrad_rule, accum=accum, l1=l1, l2=l2)
+        self._build(proximal_adagrad_rule, accum=accum, l1=l1, l2=l2)
 
 
 class Lamb(Optimizer):
@@ -1409,7 +1195,7 @@ class Lamb(Optimizer):
         super().__init__(learning_rate, params, weight_decay)
         check_betas_eps(beta1, beta2, eps, self.cls_name)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self._build(_lamb_rule, elementwise=False, beta1=beta1, beta2=beta2, eps=eps)
+        self._build(lamb_rule, elementwise=False, beta1=beta1, beta2=beta2, eps=eps)
 
 
 def _default_lars_filter(param: Any) -> bool:
@@ -1483,7 +1269,7 @@ class LARS(Optimizer):
         self.epsilon, self.coefficient, self.use_clip = epsilon, coefficient, use_clip
         leaves = jax.tree.leaves(self._params_value)
         self.lars_flag = tuple(bool(lars_filter(NamedParameter(n, p))) for n, p in zip(self._names, leaves))
-        self._build(_lars_rule, elementwise=False, split=lambda k: {"lars": self.lars_flag[k]},
+        self._build(lars_rule, elementwise=False, split=lambda k: {"lars": self.lars_flag[k]},
                     momentum=optimizer.momentum, use_nesterov=optimizer.use_nesterov, coefficient=coefficient,
                     epsilon=epsilon, use_clip=use_clip)
         optimizer._engine = None
