@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation, PyTree
-from funcopt._src.hparams import float_dtype
+from funcopt._src.hparams import evaluate_hparams
 from funcopt.compat.mindspore.checks import check_float, check_positive, is_array
 from funcopt.compat.mindspore.rules import (
     GROUP_KEYS,
@@ -333,13 +333,16 @@ class Optimizer:
 
     # ------------------------------------------------------------------ MindSpore's helpers
 
+    def _value_at(self, hparam: Any) -> jax.Array:
+        # a number or a schedule at the coming step, evaluated as the functional optimizers evaluate it
+        step = jnp.asarray(self._global_step, jnp.int32)
+        return evaluate_hparams({"value": hparam}, step)["value"].reshape(())
+
     def _lr_at(self, lr: LearningRate) -> jax.Array:
-        value = lr.hparam(jnp.asarray(self._global_step, jnp.int32)) if callable(lr.hparam) else lr.hparam
-        return jnp.asarray(value, float_dtype()).reshape(())
+        return self._value_at(lr.hparam)
 
     def _wd_at(self, wd: Any) -> jax.Array:
-        value = wd(jnp.asarray(self._global_step, jnp.int32)) if callable(wd) else wd
-        return jnp.asarray(value, float_dtype()).reshape(()) * self.loss_scale
+        return self._value_at(wd) * self.loss_scale
 
     def get_lr(self) -> Any:
         """The learning rate of the coming update: one 0-d array, or a tuple with one per parameter for group rates.
