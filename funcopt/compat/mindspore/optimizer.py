@@ -9,7 +9,7 @@ factories of :mod:`funcopt.compat.mindspore.rules`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -19,12 +19,13 @@ from funcopt._src.base import GradientTransformation, PyTree
 from funcopt._src.hparams import evaluate_hparams
 from funcopt.compat.mindspore.checks import check_float, check_positive, is_array
 from funcopt.compat.mindspore.rules import (
-    GROUP_KEYS,
     GroupSpec,
     LearningRate,
     param_leaves,
     preprocess_lr,
     preprocess_weight_decay,
+    resolve_groups,
+    split_parameters,
     unscale,
 )
 from funcopt.optim import guard
@@ -105,7 +106,7 @@ class Optimizer:
         owner = self.cls_name
         self._engine: _Engine | None = None
         self._global_step = 0
-        groups_given, parameters = self._check_parameters(parameters)
+        groups_given, parameters = split_parameters(parameters)
         if isinstance(loss_scale, int) and not isinstance(loss_scale, bool):
             loss_scale = float(loss_scale)
         check_float(loss_scale, "loss_scale", owner)
@@ -116,7 +117,9 @@ class Optimizer:
         self.is_group_lr = False
         self.is_group_params_ordered = False
         if self.is_group:
-            tree, names, groups, spec_of = self._parse_groups(groups_given, default_lr, weight_decay, owner)
+            resolved = resolve_groups(groups_given, default_lr, weight_decay, owner)
+            tree, names, groups, spec_of = resolved.tree, resolved.names, resolved.specs, resolved.spec_of
+            self.is_group_lr, self.is_group_params_ordered = resolved.group_lr, resolved.ordered
             self._default_weight_decay = preprocess_weight_decay(weight_decay, owner)
         else:
             names, leaves = param_leaves(parameters, "parameters")
@@ -138,97 +141,6 @@ class Optimizer:
     def cls_name(self) -> str:
         """The class name, used in error messages as MindSpore does."""
         return type(self).__name__
-
-    # ------------------------------------------------------------------ parsing
-
-    @staticmethod
-    def _check_parameters(parameters: Any) -> tuple[list[Mapping[str, Any]] | None, Any]:
-        """``(group dicts, None)`` for a list of groups, ``(None, pytree)`` otherwise; MindSpore's errors."""
-        if parameters is None:
-            raise ValueError("For 'Optimizer', the argument parameters can not be None.")
-        if is_array(parameters) or isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
-            raise TypeError(f"For 'Optimizer', the argument parameters must be Iterable type, but got "
-                            f"{type(parameters)}.")
-        if not isinstance(parameters, (Mapping, list, tuple)) and jax.tree.leaves(parameters) == [parameters]:
-            parameters = list(parameters)  # a generator or view of parameters, as MindSpore's list(parameters)
-        if isinstance(parameters, list) and any(isinstance(x, Mapping) for x in parameters):
-            if not all(isinstance(x, Mapping) for x in parameters):
-                raise TypeError("For 'Optimizer', all elements of the argument 'parameters' must be 'Parameter' "
-                                "or 'dict', please check the 'parameters'.")
-            return list(parameters), None
-        if not jax.tree.leaves(parameters):
-            raise ValueError("For 'Optimizer', the argument parameters must not be empty.")
-        return None, parameters
-
-    def _parse_groups(self, groups: list[Mapping[str, Any]], default_lr: LearningRate, weight_decay: Any, owner: str):
-        order_tree = None
-        specs: list[GroupSpec] = []
-        group_trees: list[Any] = []
-        group_names: list[list[str]] = []
-        list_length = default_lr.length
-        for group in groups:
-            invalid = [k for k in group if k not in GROUP_KEYS]
-            if invalid:
-                raise KeyError(f"For 'Optimizer', the key in group params must be one of in {list(GROUP_KEYS)}, "
-                               f"but got {invalid}.")
-            if "order_params" in group:
-                if len(group) > 1:
-                    raise ValueError(f"For 'Optimizer', the order params dict in group parameters should only "
-                                     f"include the 'order_params' key, but got {list(group.keys())}.")
-                if not isinstance(group["order_params"], Iterable) or is_array(group["order_params"]):
-                    raise TypeError("For 'Optimizer', the value of 'order_params' in group parameters should be "
-                                    f"Iterable type, but got {type(group['order_params'])}.")
-                order_tree = group["order_params"]
-                self.is_group_params_ordered = True
-                continue
-            if "params" not in group:
-                raise KeyError("For 'Optimizer', every group of parameters must have the key 'params'.")
-            names, leaves = param_leaves(group["params"], "group `params`")
-            lr = default_lr
-            if "lr" in group:
-                self.is_group_lr = True
-                lr = preprocess_lr(group["lr"], owner)
-                if lr.length:
-                    if list_length and lr.length != list_length:
-                        raise ValueError("For 'Optimizer', the Tensor type dynamic learning rate in group must be "
-                                         "the same size as the argument 'learning_rate'.")
-                    list_length = lr.length
-            wd = preprocess_weight_decay(group.get("weight_decay", weight_decay), owner)
-            gc = group.get("grad_centralization", False)
-            if not isinstance(gc, bool):
-                raise TypeError(f"For 'Optimizer', the 'gradients_centralization' must be bool type, but got "
-                                f"{type(gc)}.")
-            specs.append(GroupSpec(leaves, lr, wd, gc))
-            group_trees.append(group["params"])
-            group_names.append(names)
-        if not specs:
-            raise ValueError("For 'Optimizer', the argument parameters must not be empty.")
-        seen: dict[int, str] = {}
-        for names, spec in zip(group_names, specs):
-            for name, leaf in zip(names, spec.leaves):
-                if id(leaf) in seen:
-                    raise RuntimeError(f"For 'Optimizer', the {name} parameter already exists, it does not support "
-                                       "repeated setting. Please check whether the optimizer parameter has been set "
-                                       "multiple times.")
-                seen[id(leaf)] = name
-        if order_tree is not None:
-            names, leaves = param_leaves(order_tree, "'order_params'")
-            if len(leaves) != len(seen):
-                raise ValueError(f"For 'Optimizer',the length of order parameters must be the same as the length of "
-                                 f"group parameters, but got order parameters' length {len(leaves)}, group "
-                                 f"parameters' length {len(seen)}.")
-            owner_of = {id(leaf): i for i, spec in enumerate(specs) for leaf in spec.leaves}
-            spec_of = []
-            for name, leaf in zip(names, leaves):
-                if id(leaf) not in owner_of:
-                    raise ValueError(f"For 'Optimizer', the parameter {name} of 'order_params' is in no group of "
-                                     "'params'.")
-                spec_of.append(owner_of[id(leaf)])
-            return order_tree, names, specs, spec_of
-        tree = group_trees[0] if len(group_trees) == 1 else list(group_trees)
-        names = [n for ns in group_names for n in ns]
-        spec_of = [i for i, spec in enumerate(specs) for _ in spec.leaves]
-        return tree, names, specs, spec_of
 
     def _decay_flag(self, k: int) -> bool:
         """MindSpore's ``decay_flags`` for parameter ``k`` (in leaf order): whether ``decay_weight`` decays it."""

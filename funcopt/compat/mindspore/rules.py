@@ -38,6 +38,7 @@ __all__ = [
     "GROUP_KEYS",
     "GroupSpec",
     "LearningRate",
+    "ResolvedGroups",
     "adadelta_rule",
     "adagrad_rule",
     "adam_rule",
@@ -52,9 +53,11 @@ __all__ = [
     "preprocess_lr",
     "preprocess_weight_decay",
     "proximal_adagrad_rule",
+    "resolve_groups",
     "rmsprop_rule",
     "rprop_rule",
     "sgd_rule",
+    "split_parameters",
     "unscale",
 ]
 
@@ -202,6 +205,164 @@ def param_leaves(tree: Any, what: str) -> tuple[list[str], list[Any]]:
             raise TypeError(f"For 'Optimizer', all elements of the argument {what} must be 'Parameter' (arrays) "
                             f"or 'dict', but '{name}' is a {type_name(leaf)}.")
     return names, leaves
+
+
+class ResolvedGroups(NamedTuple):
+    """The parameters of a grouped optimizer, as :func:`resolve_groups` finds them.
+
+    Attributes:
+        tree: the parameters' pytree: ``order_params``, the one group's
+            ``params``, or the list of the groups' ``params``.
+        names: the parameters' names, in the order of ``tree``'s leaves.
+        specs: one :class:`GroupSpec` per group.
+        spec_of: for each parameter, the index of its group in ``specs``.
+        group_lr: whether a group sets its own ``lr`` (MindSpore's ``is_group_lr``).
+        ordered: whether ``order_params`` was given (``is_group_params_ordered``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.compat.mindspore.rules import preprocess_lr, resolve_groups
+        >>> resolved = resolve_groups([{'params': {'w': jnp.ones(2)}}], preprocess_lr(0.1, 'SGD'), 0.0, 'SGD')
+        >>> resolved.names, resolved.group_lr, resolved.ordered
+        (['w'], False, False)
+    """
+
+    tree: Any
+    names: list[str]
+    specs: list[GroupSpec]
+    spec_of: list[int]
+    group_lr: bool
+    ordered: bool
+
+
+def split_parameters(parameters: Any) -> tuple[list[Mapping[str, Any]] | None, Any]:
+    """``(group dicts, None)`` for a list of groups, ``(None, pytree)`` otherwise; MindSpore's errors.
+
+    A generator or view of parameters is read into a list, as MindSpore's
+    ``list(parameters)``.
+
+    Raises:
+        ValueError: ``parameters`` None or empty.
+        TypeError: not an iterable; a list mixing dicts and parameters.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.compat.mindspore.rules import split_parameters
+        >>> groups, tree = split_parameters([{'params': {'w': jnp.ones(2)}, 'lr': 0.1}])
+        >>> len(groups), tree
+        (1, None)
+    """
+    if parameters is None:
+        raise ValueError("For 'Optimizer', the argument parameters can not be None.")
+    if is_array(parameters) or isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
+        raise TypeError(f"For 'Optimizer', the argument parameters must be Iterable type, but got "
+                        f"{type(parameters)}.")
+    if not isinstance(parameters, (Mapping, list, tuple)) and jax.tree.leaves(parameters) == [parameters]:
+        parameters = list(parameters)  # a generator or view of parameters, as MindSpore's list(parameters)
+    if isinstance(parameters, list) and any(isinstance(x, Mapping) for x in parameters):
+        if not all(isinstance(x, Mapping) for x in parameters):
+            raise TypeError("For 'Optimizer', all elements of the argument 'parameters' must be 'Parameter' "
+                            "or 'dict', please check the 'parameters'.")
+        return list(parameters), None
+    if not jax.tree.leaves(parameters):
+        raise ValueError("For 'Optimizer', the argument parameters must not be empty.")
+    return None, parameters
+
+def resolve_groups(groups: list[Mapping[str, Any]], default_lr: LearningRate, weight_decay: Any,
+                   owner: str) -> ResolvedGroups:
+    """MindSpore's group parsing: each group's parameters, learning rate, weight decay and centralization.
+
+    Groups without ``lr`` / ``weight_decay`` take ``default_lr`` / ``weight_decay``;
+    a dict holding only ``order_params`` gives the order (and structure) of
+    the parameters, which must be those of the groups.
+
+    Raises:
+        KeyError: a key MindSpore does not parse, or a group without ``params``.
+        ValueError: ``order_params`` beside other keys, or not the groups'
+            parameters; no group; 1-D group learning rates of different lengths.
+        TypeError: ``order_params`` not iterable; ``grad_centralization`` not a bool.
+        RuntimeError: a parameter in two groups.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.compat.mindspore.rules import preprocess_lr, resolve_groups
+        >>> net = {'conv': {'weight': jnp.ones((2, 16))}, 'fc': {'bias': jnp.zeros(2)}}
+        >>> groups = [{'params': {'conv': net['conv']}, 'grad_centralization': True},
+        ...           {'params': {'fc': net['fc']}, 'lr': 0.01}, {'order_params': net}]
+        >>> resolved = resolve_groups(groups, preprocess_lr(0.1, 'SGD'), 0.0, 'SGD')
+        >>> resolved.names, resolved.spec_of, resolved.group_lr, resolved.ordered
+        (['conv.weight', 'fc.bias'], [0, 1], True, True)
+    """
+    group_lr = False
+    ordered = False
+    order_tree = None
+    specs: list[GroupSpec] = []
+    group_trees: list[Any] = []
+    group_names: list[list[str]] = []
+    list_length = default_lr.length
+    for group in groups:
+        invalid = [k for k in group if k not in GROUP_KEYS]
+        if invalid:
+            raise KeyError(f"For 'Optimizer', the key in group params must be one of in {list(GROUP_KEYS)}, "
+                           f"but got {invalid}.")
+        if "order_params" in group:
+            if len(group) > 1:
+                raise ValueError(f"For 'Optimizer', the order params dict in group parameters should only "
+                                 f"include the 'order_params' key, but got {list(group.keys())}.")
+            if not isinstance(group["order_params"], Iterable) or is_array(group["order_params"]):
+                raise TypeError("For 'Optimizer', the value of 'order_params' in group parameters should be "
+                                f"Iterable type, but got {type(group['order_params'])}.")
+            order_tree = group["order_params"]
+            ordered = True
+            continue
+        if "params" not in group:
+            raise KeyError("For 'Optimizer', every group of parameters must have the key 'params'.")
+        names, leaves = param_leaves(group["params"], "group `params`")
+        lr = default_lr
+        if "lr" in group:
+            group_lr = True
+            lr = preprocess_lr(group["lr"], owner)
+            if lr.length:
+                if list_length and lr.length != list_length:
+                    raise ValueError("For 'Optimizer', the Tensor type dynamic learning rate in group must be "
+                                     "the same size as the argument 'learning_rate'.")
+                list_length = lr.length
+        wd = preprocess_weight_decay(group.get("weight_decay", weight_decay), owner)
+        gc = group.get("grad_centralization", False)
+        if not isinstance(gc, bool):
+            raise TypeError(f"For 'Optimizer', the 'gradients_centralization' must be bool type, but got "
+                            f"{type(gc)}.")
+        specs.append(GroupSpec(leaves, lr, wd, gc))
+        group_trees.append(group["params"])
+        group_names.append(names)
+    if not specs:
+        raise ValueError("For 'Optimizer', the argument parameters must not be empty.")
+    seen: dict[int, str] = {}
+    for names, spec in zip(group_names, specs):
+        for name, leaf in zip(names, spec.leaves):
+            if id(leaf) in seen:
+                raise RuntimeError(f"For 'Optimizer', the {name} parameter already exists, it does not support "
+                                   "repeated setting. Please check whether the optimizer parameter has been set "
+                                   "multiple times.")
+            seen[id(leaf)] = name
+    if order_tree is not None:
+        names, leaves = param_leaves(order_tree, "'order_params'")
+        if len(leaves) != len(seen):
+            raise ValueError(f"For 'Optimizer',the length of order parameters must be the same as the length of "
+                             f"group parameters, but got order parameters' length {len(leaves)}, group "
+                             f"parameters' length {len(seen)}.")
+        owner_of = {id(leaf): i for i, spec in enumerate(specs) for leaf in spec.leaves}
+        spec_of = []
+        for name, leaf in zip(names, leaves):
+            if id(leaf) not in owner_of:
+                raise ValueError(f"For 'Optimizer', the parameter {name} of 'order_params' is in no group of "
+                                 "'params'.")
+            spec_of.append(owner_of[id(leaf)])
+        return ResolvedGroups(order_tree, names, specs, spec_of, group_lr, ordered)
+    tree = group_trees[0] if len(group_trees) == 1 else list(group_trees)
+    names = [n for ns in group_names for n in ns]
+    spec_of = [i for i, spec in enumerate(specs) for _ in spec.leaves]
+    return ResolvedGroups(tree, names, specs, spec_of, group_lr, ordered)
 
 
 # --------------------------------------------------------------------------- the functional pipeline
