@@ -37,6 +37,8 @@ from funcopt.transforms.weight_decay import add_decayed_weights, centralize, min
 __all__ = ["Optimizer"]
 
 
+# One funcopt.optim.Optimizer subclass per (rule factory, elementwise): the engine reads its rule from a
+# class attribute, and optimizers built from the same rule share that class instead of making one each.
 _ENGINES: dict[Any, type] = {}
 
 
