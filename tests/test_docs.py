@@ -129,7 +129,7 @@ def test_docs_build_and_document_every_public_name(tmp_path: pathlib.Path) -> No
     for page in ["index", "quickstart", "migration_pytorch", "api/funcopt", "api/optim", "guides/optimizer"]:
         assert (html / f"{page}.html").is_file(), page
     index = (html / "index.html").read_text(encoding="utf-8")
-    for page in ["quickstart", "guides/param_groups", "migration_optax", "api/index"]:
+    for page in ["quickstart", "guides/param_groups", "migration_optax", "api/index", "design"]:
         assert f'href="{page}.html"' in index, f"{page} is not linked from the index"
     for page in ["sharding", "migration_megengine", "migration_mindspore", "benchmarks"]:
         if (DOCS / f"{page}.md").is_file():  # pages written elsewhere in the project are linked when present

@@ -127,3 +127,33 @@ def test_schedule_families_partition_the_flat_namespace() -> None:
             seen[name] = family
             assert getattr(S, name) is getattr(module, name), name
     assert set(S.__all__) == set(seen) | set(families) | {"dynamic_lr"}
+
+
+# The layers of docs/design.md, in order: each imports only from the layers before it.
+LAYERS = ["_src", "transforms", "schedules", "linesearch", "tree_utils", "sharding", "optimizers", "optim",
+          "compat", "checkpoint"]
+
+
+def test_layers_import_only_from_the_layers_below() -> None:
+    found = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.name != "__init__.py"
+             and (p.suffix == ".py" or (p / "__init__.py").is_file())}
+    assert found == set(LAYERS)
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).parts
+        if parts == ("__init__.py",):
+            continue
+        layer = parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] if node.module != "funcopt" else [f"funcopt.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("funcopt."):
+                    other = target.split(".")[1]
+                    if other != layer and LAYERS.index(other) > LAYERS.index(layer):
+                        wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert not wrong, wrong
