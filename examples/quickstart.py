@@ -90,9 +90,7 @@ def train_functional(epochs: int = 15) -> float:
     return accuracy(params, x_te, y_te)
 
 
-def train_stateful(epochs: int = 15) -> float | None:
-    if not hasattr(fo, "optim"):
-        return None
+def train_stateful(epochs: int = 15) -> float:
     x_tr, x_te, y_tr, y_te = load_data()
     params = init_mlp(jax.random.key(0))
     opt = fo.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -114,4 +112,4 @@ if __name__ == "__main__":
     acc = train_functional()
     assert acc > 0.9, f"functional training reached only {acc:.3f}"
     acc2 = train_stateful()
-    assert acc2 is None or acc2 > 0.9, f"stateful training reached only {acc2:.3f}"
+    assert acc2 > 0.9, f"stateful training reached only {acc2:.3f}"

@@ -44,7 +44,7 @@ import numpy as np
 from funcopt._src.base import PyTree
 from funcopt.optim.optimizer import Optimizer
 
-__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "load", "save"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "load", "save"]
 
 FORMAT_NAME = "funcopt.checkpoint"
 """The ``format`` field of the metadata of every checkpoint written here."""

@@ -36,8 +36,8 @@ __all__ = [
     "optimizer_state_sharding",
     "shard_like",
     "shard_optimizer_state",
-    "zeros_like",
     "zero1_spec",
+    "zeros_like",
 ]
 
 

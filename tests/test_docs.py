@@ -35,40 +35,72 @@ OPTIONAL_MODULES = ["funcopt.sharding", "funcopt.compat.megengine", "funcopt.com
 
 BUILD_TIMEOUT = 600
 
-# Pages whose ```python blocks, run in order in one namespace, form a complete program. A fragment that is
-# not meant to run is written as a ```{code-block} python directive instead.
-RUNNABLE_PAGES = [
-    "index.md",
-    "installation.md",
-    "quickstart.md",
-    "guides/optimizer.md",
-    "guides/param_groups.md",
-    "nnx.md",
-    "equinox.md",
-    "guides/checkpoints.md",
-    "guides/schedules.md",
-    "guides/lbfgs.md",
-    "guides/clipping_mixed_precision.md",
-    "migration_pytorch.md",
-]
+# Every ```python block of the README and of every page runs as written: a page's blocks run in order, in one
+# namespace, as one program. A block that is deliberately an excerpt (a multi-host launch) has the line
+# ``<!-- not-run: why -->`` right before its fence; EXCERPTS counts them, so that none slips in unnoticed.
+EXCERPTS = {"docs/sharding.md": 1}
+# Pages that need a fresh interpreter: sharding.md simulates 8 devices, a flag read when jax starts.
+FRESH_PROCESS = {"docs/sharding.md": {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}}
+
+_BLOCK = re.compile(r"^(?:<!-- not-run: (?P<reason>[^\n]*?) -->\n)?```python\n(?P<code>.*?)^```", re.S | re.M)
 
 
-def _python_blocks(text: str) -> list[str]:
-    return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M)]
+def _pages() -> list[str]:
+    docs = sorted(p for p in DOCS.rglob("*.md") if not {"_build", "_ext"} & set(p.relative_to(DOCS).parts))
+    return ["README.md"] + [str(p.relative_to(ROOT)) for p in docs]
+
+
+def _blocks(page: str) -> list[tuple[str, str | None]]:
+    """(code, reason) for each ```python block of the page; reason is None for a block that runs."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    return [(m.group("code"), m.group("reason")) for m in _BLOCK.finditer(text)]
+
+
+def _run_page(page: str) -> None:
+    """Execute the page's blocks in order in one namespace; raise with the page and block that failed."""
+    namespace: dict[str, object] = {"__name__": f"docs_{page}"}
+    for i, (code, reason) in enumerate(_blocks(page)):
+        if reason is not None:
+            continue
+        try:
+            exec(compile(code, f"{page} [block {i + 1}]", "exec"), namespace)
+        except Exception as e:  # noqa: BLE001 - reported with the page and block that failed
+            raise AssertionError(f"{page}, python block {i + 1} failed: {type(e).__name__}: {e}\n{code}") from e
+
+
+RUNNABLE_PAGES = [page for page in _pages() if any(reason is None for _, reason in _blocks(page))]
+
+
+def test_every_python_block_is_run_or_marked_as_an_excerpt() -> None:
+    assert "README.md" in RUNNABLE_PAGES and "docs/index.md" in RUNNABLE_PAGES
+    excerpts = {}
+    for page in _pages():
+        text = (ROOT / page).read_text(encoding="utf-8")
+        blocks = _blocks(page)
+        # a python block in another spelling (```py, ```{code-block} python) would be skipped silently
+        fences = re.findall(r"^```[ \t]*(\S*)(.*)$", text, flags=re.M)
+        other = [info + rest for info, rest in fences if "py" in (info + rest).lower() and info != "python"]
+        assert not other, f"{page}: python code must be fenced as ```python, found {other}"
+        assert text.count("```python\n") == len(blocks), f"{page}: a ```python block is not closed"
+        marked = [reason for _, reason in blocks if reason is not None]
+        assert text.count("<!-- not-run:") == len(marked), f"{page}: a not-run mark is not right before a block"
+        assert all(reason.strip() for reason in marked), f"{page}: a not-run mark without a reason"
+        if marked:
+            excerpts[page] = len(marked)
+    assert excerpts == EXCERPTS
 
 
 @pytest.mark.parametrize("page", RUNNABLE_PAGES)
 def test_page_code_runs(page: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = DOCS / page
-    blocks = _python_blocks(path.read_text(encoding="utf-8"))
-    assert blocks, f"{page} has no python code block"
+    if page in FRESH_PROCESS:
+        env = dict(os.environ, JAX_PLATFORMS="cpu", **FRESH_PROCESS[page])
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        proc = subprocess.run([sys.executable, __file__, page], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-5000:]
+        return
     monkeypatch.chdir(tmp_path)  # pages that write checkpoints write them here
-    namespace: dict[str, object] = {"__name__": f"docs_{page}"}
-    for i, block in enumerate(blocks):
-        try:
-            exec(compile(block, f"{page} [block {i + 1}]", "exec"), namespace)
-        except Exception as e:  # noqa: BLE001 - reported with the page and block that failed
-            pytest.fail(f"{page}, python block {i + 1} failed: {type(e).__name__}: {e}\n{block}")
+    _run_page(page)
 
 
 def _build(out: pathlib.Path) -> None:
@@ -97,7 +129,7 @@ def test_docs_build_and_document_every_public_name(tmp_path: pathlib.Path) -> No
     for page in ["index", "quickstart", "migration_pytorch", "api/funcopt", "api/optim", "guides/optimizer"]:
         assert (html / f"{page}.html").is_file(), page
     index = (html / "index.html").read_text(encoding="utf-8")
-    for page in ["quickstart", "guides/param_groups", "migration_optax", "api/index"]:
+    for page in ["quickstart", "guides/param_groups", "migration_optax", "api/index", "design"]:
         assert f'href="{page}.html"' in index, f"{page} is not linked from the index"
     for page in ["sharding", "migration_megengine", "migration_mindspore", "benchmarks"]:
         if (DOCS / f"{page}.md").is_file():  # pages written elsewhere in the project are linked when present
@@ -117,3 +149,7 @@ def test_docs_build_and_document_every_public_name(tmp_path: pathlib.Path) -> No
         assert modname in documented, f"module {modname} has no page"
         missing += [f"{modname}.{name}" for name in module.__all__ if f"{modname}.{name}" not in documented]
     assert not missing, f"public names missing from the API reference: {missing}"
+
+
+if __name__ == "__main__":  # one page in this interpreter: test_page_code_runs's fresh process
+    _run_page(sys.argv[1])

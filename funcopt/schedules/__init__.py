@@ -8,7 +8,10 @@ optimizer state as an array, so stepping a schedule never recompiles::
 
     tx = fo.sgd(lr=fo.schedules.cosine_annealing(0.1, T_max=100), momentum=0.9)
 
-Three families, each with its framework's names and arguments:
+Three families, each with its framework's names and arguments, each a submodule
+(:mod:`funcopt.schedules.torch`, :mod:`funcopt.schedules.optax`,
+:mod:`funcopt.schedules.mindspore`) whose functions are also reachable here, flat
+(``fo.schedules.torch.step is fo.schedules.step``):
 
 - closed forms of ``torch.optim.lr_scheduler`` (parameterised by the base value):
   :func:`step`, :func:`multi_step`, :func:`constant`, :func:`linear`,
@@ -30,8 +33,8 @@ Three families, each with its framework's names and arguments:
   into a schedule.
 """
 
-from funcopt.schedules import dynamic_lr
-from funcopt.schedules._mindspore import (
+from funcopt.schedules import dynamic_lr, mindspore, optax, torch
+from funcopt.schedules.mindspore import (
     cosine_decay_lr,
     exponential_decay_lr,
     from_list,
@@ -40,7 +43,7 @@ from funcopt.schedules._mindspore import (
     polynomial_decay_lr,
     warm_up_lr,
 )
-from funcopt.schedules._optax import (
+from funcopt.schedules.optax import (
     constant_schedule,
     cosine_decay_schedule,
     cosine_onecycle_schedule,
@@ -56,7 +59,7 @@ from funcopt.schedules._optax import (
     warmup_cosine_decay_schedule,
     warmup_exponential_decay_schedule,
 )
-from funcopt.schedules._torch import (
+from funcopt.schedules.torch import (
     constant,
     cosine_annealing,
     cosine_annealing_warm_restarts,
@@ -91,10 +94,12 @@ __all__ = [
     "linear",
     "linear_onecycle_schedule",
     "linear_schedule",
+    "mindspore",
     "multi_step",
     "natural_exp_decay_lr",
     "one_cycle",
     "one_cycle_momentum",
+    "optax",
     "piecewise_constant_schedule",
     "piecewise_interpolate_schedule",
     "polynomial",
@@ -102,6 +107,7 @@ __all__ = [
     "polynomial_schedule",
     "sgdr_schedule",
     "step",
+    "torch",
     "warm_up_lr",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",

@@ -9,6 +9,17 @@ once per optimizer step. ``base_value`` plays the role of the group's initial
 torch computes most schedules recursively (``get_lr`` multiplies the previous lr by
 a ratio); these are the closed forms (``_get_closed_form_lr`` where torch has one),
 which agree with the recursion up to rounding.
+
+The stateful scheduler classes are in :mod:`funcopt.optim.lr_scheduler`. The same
+functions are reachable flat, as ``fo.schedules.cosine_annealing`` and so on.
+
+Example:
+    >>> import funcopt as fo
+    >>> s = fo.schedules.torch.step(0.1, step_size=2, gamma=0.5)
+    >>> [round(float(s(t)), 4) for t in range(5)]
+    [0.1, 0.1, 0.05, 0.05, 0.025]
+    >>> fo.schedules.torch.step is fo.schedules.step
+    True
 """
 
 from __future__ import annotations
@@ -22,6 +33,21 @@ import jax.numpy as jnp
 
 from funcopt._src.hparams import Schedule
 from funcopt.schedules._common import Scalar, as_float, count_array, floor_div, int_table, is_int, is_real
+
+__all__ = [
+    "constant",
+    "cosine_annealing",
+    "cosine_annealing_warm_restarts",
+    "cyclic",
+    "cyclic_momentum",
+    "exponential",
+    "linear",
+    "multi_step",
+    "one_cycle",
+    "one_cycle_momentum",
+    "polynomial",
+    "step",
+]
 
 
 def step(base_value: Scalar, step_size: int, gamma: Scalar = 0.1) -> Schedule:
