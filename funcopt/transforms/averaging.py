@@ -15,9 +15,9 @@ from funcopt._src.base import (
     merge_leaves,
     with_extra_args_support,
 )
-from funcopt._src.hparams import HParam, OptimizerState, check_hparam, float_dtype
+from funcopt._src.hparams import HParam, OptimizerState, check_hparam, compute_dtype, float_dtype
 from funcopt._src.tree import floating_mask, is_floating
-from funcopt.transforms.clipping import HParamSpec, compute_dtype
+from funcopt.transforms.clipping import HParamSpec
 
 
 def _copy(tree: PyTree) -> PyTree:
@@ -43,7 +43,7 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array | float) -> jax.Arr
     torch's two-sided form, exact at both ends (:math:`w = 0` gives :math:`s`,
     :math:`w = 1` gives :math:`e` for finite values), computed as torch does in
     the compute dtype (float32 for half precision, see
-    :func:`funcopt.transforms.clipping.compute_dtype`) and rounded once to the
+    :func:`funcopt._src.hparams.compute_dtype`) and rounded once to the
     dtype of ``start`` and ``end`` together. The averages of :func:`ema`,
     :func:`swa_update` and ``fo.optim.swa_utils`` all move by it.
 

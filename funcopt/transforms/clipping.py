@@ -15,6 +15,7 @@ from funcopt._src.hparams import (
     HParam,
     OptimizerState,
     check_hparam,
+    compute_dtype,
     concrete_value,
     evaluate_hparams,
     float_dtype,
@@ -60,23 +61,6 @@ class HParamSpec:
     def advance(state: OptimizerState, hparams: Mapping[str, Any]) -> OptimizerState:
         """The state after one more update with ``hparams``."""
         return OptimizerState(step=state.step + 1, hparams=dict(hparams), slots=state.slots)
-
-
-def compute_dtype(dtype: Any) -> jnp.dtype:
-    """The dtype arithmetic on a leaf runs in: half precision in float32, integers in the default float.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.transforms.clipping import compute_dtype
-        >>> compute_dtype(jnp.bfloat16), compute_dtype(jnp.float32)
-        (dtype('float32'), dtype('float32'))
-    """
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        return jnp.promote_types(dtype, jnp.complex64)
-    if jnp.issubdtype(dtype, jnp.floating):
-        return jnp.promote_types(dtype, jnp.float32)
-    return float_dtype()
 
 
 def _real_dtype(dtype: Any) -> jnp.dtype:
@@ -169,7 +153,9 @@ def global_norm(tree: PyTree, norm_type: float | str = 2.0) -> jax.Array:
 
 
 def scale_leaf(u: jax.Array, factor: jax.Array) -> jax.Array:
-    """``u * factor`` in the compute dtype of ``u`` (see :func:`compute_dtype`), rounded back to ``u.dtype``.
+    """``u * factor`` in the compute dtype of ``u``, rounded back to ``u.dtype``.
+
+    The compute dtype is :func:`funcopt._src.hparams.compute_dtype`'s: float32 for half precision.
 
     Example:
         >>> import jax.numpy as jnp

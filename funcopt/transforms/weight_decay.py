@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import EmptyState, GradientTransformation, PyTree, floating_only
-from funcopt._src.hparams import HParam, check_hparam
+from funcopt._src.hparams import HParam, check_hparam, compute_dtype
 from funcopt._src.tree import name_mask
-from funcopt.transforms.clipping import HParamSpec, compute_dtype
+from funcopt.transforms.clipping import HParamSpec
 
 Mask = PyTree | Callable[[PyTree], PyTree] | str | Sequence[str] | None
 """Which leaves a transform acts on: a pytree of bools with the structure of
