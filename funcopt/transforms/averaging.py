@@ -17,17 +17,12 @@ from funcopt._src.base import (
 )
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, compute_dtype, float_dtype
 from funcopt._src.tree import floating_mask, is_floating
-from funcopt.transforms.clipping import HParamSpec
+from funcopt.transforms.clipping import HParamSpec, require_params
 
 
 def _copy(tree: PyTree) -> PyTree:
     # A real copy, so the state never shares a buffer with the parameters (donation-safe).
     return jax.tree.map(lambda p: jnp.array(p, copy=True), tree)
-
-
-def _need_params(params: PyTree | None, name: str) -> None:
-    if params is None:
-        raise ValueError(f"{name}: params must be given to update()")
 
 
 def lerp(start: jax.Array, end: jax.Array, weight: jax.Array | float) -> jax.Array:
@@ -177,7 +172,7 @@ def ema(decay: HParam = 0.999, debias: bool = True) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         del extra
-        _need_params(params, "ema")
+        require_params(params, "ema")
         hp = hps.current(state.config)
         d = hp["decay"]
         product = state.decay_product * d.astype(state.decay_product.dtype)
@@ -365,7 +360,7 @@ def swa(swa_start: HParam = 0, swa_freq: HParam = 1, decay: HParam | None = None
 
     def update(updates, state, params=None, **extra):
         del extra
-        _need_params(params, "swa")
+        require_params(params, "swa")
         hp = hps.current(state.config)
         t = state.config.step + 1
         start = jnp.round(hp["swa_start"]).astype(jnp.int32)
@@ -470,7 +465,7 @@ def lookahead(fast: Any, sync_period: HParam = 6, slow_step_size: HParam = 0.5) 
         return LookaheadState(slow_params=_copy(params), fast_state=fast.init(params), config=hps.init())
 
     def update(updates, state, params=None, **extra):
-        _need_params(params, "lookahead")
+        require_params(params, "lookahead")
         hp = hps.current(state.config)
         fast_updates, fast_state = fast.update(updates, state.fast_state, params, **extra)
         t = state.config.step + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -61,6 +61,20 @@ class HParamSpec:
     def advance(state: OptimizerState, hparams: Mapping[str, Any]) -> OptimizerState:
         """The state after one more update with ``hparams``."""
         return OptimizerState(step=state.step + 1, hparams=dict(hparams), slots=state.slots)
+
+
+def require_params(params: PyTree | None, name: str) -> None:
+    """Raise the ``ValueError`` of a transform whose ``update`` needs ``params`` and got none.
+
+    Example:
+        >>> from funcopt.transforms.clipping import require_params
+        >>> require_params(None, 'ema')
+        Traceback (most recent call last):
+        ...
+        ValueError: ema: params must be given to update()
+    """
+    if params is None:
+        raise ValueError(f"{name}: params must be given to update()")
 
 
 def _real_dtype(dtype: Any) -> jnp.dtype:
@@ -217,8 +231,32 @@ def nonfinite_norm_message(norm_type: float) -> str:
             "set `error_if_nonfinite=False`")
 
 
-def _hparam_transform(spec: Mapping[str, Any], apply) -> GradientTransformation:
-    """A transform with no state beyond its hyperparameters: ``apply(updates, params, hp)``."""
+def hparam_transform(
+    spec: Mapping[str, Any],
+    apply: Callable[[PyTree, PyTree | None, dict[str, Any]], PyTree],
+    needs_params: str | None = None,
+) -> GradientTransformation:
+    """A transform with no state beyond its hyperparameters: ``apply(updates, params, hp)``.
+
+    The state is ``spec``'s :class:`HParamSpec` state, so :func:`funcopt.set_hparams`
+    and schedules work on it; only floating leaves are passed to ``apply`` (see
+    :func:`funcopt.floating_only`).
+
+    Args:
+        spec: the hyperparameters, name to value or schedule.
+        apply: the update rule, given the updates, the params (or None) and the
+            hyperparameters' current values.
+        needs_params: when given, ``update`` without ``params`` raises
+            :func:`require_params`' error naming this transform.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.transforms.clipping import hparam_transform
+        >>> tx = hparam_transform({'s': 3.0}, lambda u, p, hp: {k: v * hp['s'] for k, v in u.items()})
+        >>> g = {'a': jnp.array([1.0])}
+        >>> tx.update(g, tx.init(g))[0]['a']
+        Array([3.], dtype=float32)
+    """
     hps = HParamSpec(spec)
 
     def init(params):
@@ -227,6 +265,8 @@ def _hparam_transform(spec: Mapping[str, Any], apply) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         del extra
+        if needs_params is not None:
+            require_params(params, needs_params)
         hp = hps.current(state)
         return apply(updates, params, hp), hps.advance(state, hp)
 
@@ -267,7 +307,7 @@ def clip_by_global_norm(max_norm: HParam) -> GradientTransformation:
         scale = _scale_to_norm(hp["max_norm"], tree_norm(updates))
         return jax.tree.map(lambda u: scale_leaf(u, scale), updates)
 
-    return _hparam_transform({"max_norm": max_norm}, apply)
+    return hparam_transform({"max_norm": max_norm}, apply)
 
 
 def clip_grad_norm(
@@ -324,7 +364,7 @@ def clip_grad_norm(
             raise RuntimeError(nonfinite_norm_message(ord))
         return clip_to_total_norm(updates, hp["max_norm"], total)
 
-    return _hparam_transform({"max_norm": max_norm}, apply)
+    return hparam_transform({"max_norm": max_norm}, apply)
 
 
 def clip(max_delta: HParam) -> GradientTransformation:
@@ -361,7 +401,7 @@ def clip(max_delta: HParam) -> GradientTransformation:
 
         return jax.tree.map(leaf, updates)
 
-    return _hparam_transform({"max_delta": max_delta}, apply)
+    return hparam_transform({"max_delta": max_delta}, apply)
 
 
 def clip_by_value(lower: HParam, upper: HParam) -> GradientTransformation:
@@ -401,7 +441,7 @@ def clip_by_value(lower: HParam, upper: HParam) -> GradientTransformation:
 
         return jax.tree.map(leaf, updates)
 
-    return _hparam_transform({"lower": lower, "upper": upper}, apply)
+    return hparam_transform({"lower": lower, "upper": upper}, apply)
 
 
 def clip_by_leaf_norm(max_norm: HParam, norm_type: float | str = 2.0) -> GradientTransformation:
@@ -443,7 +483,7 @@ def clip_by_leaf_norm(max_norm: HParam, norm_type: float | str = 2.0) -> Gradien
 
         return jax.tree.map(leaf, updates)
 
-    return _hparam_transform({"max_norm": max_norm}, apply)
+    return hparam_transform({"max_norm": max_norm}, apply)
 
 
 clip_by_block_norm = clip_by_leaf_norm
