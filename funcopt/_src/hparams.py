@@ -134,8 +134,18 @@ LeafUpdate = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 LeafInit = Callable[[jax.Array, dict[str, Any]], dict[str, jax.Array]]
 
 
-def _compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
-    # Half-precision leaves are computed in float32 and rounded once at the end.
+def compute_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype arithmetic on a leaf runs in: half precision in float32, integers in the default float.
+
+    Half-precision leaves are computed in float32 and rounded once at the end.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.hparams import compute_dtype
+        >>> compute_dtype(jnp.bfloat16), compute_dtype(jnp.float32)
+        (dtype('float32'), dtype('float32'))
+    """
+    dtype = jnp.dtype(dtype)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         return jnp.promote_types(dtype, jnp.complex64)
     if jnp.issubdtype(dtype, jnp.floating):
@@ -143,13 +153,22 @@ def _compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
     return float_dtype()
 
 
-def _real_view(x: jax.Array | None) -> jax.Array | None:
+def real_view(x: jax.Array | None) -> jax.Array | None:
+    """A complex array as real pairs (a trailing axis of 2: real, imaginary); other arrays and None as given.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.hparams import complex_view, real_view
+        >>> real_view(jnp.array([1 + 2j])), complex_view(real_view(jnp.array([1 + 2j])))
+        (Array([[1., 2.]], dtype=float32), Array([1.+2.j], dtype=complex64))
+    """
     if x is None or not jnp.iscomplexobj(x):
         return x
     return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
 
 
-def _complex_view(x: jax.Array) -> jax.Array:
+def complex_view(x: jax.Array) -> jax.Array:
+    """The inverse of :func:`real_view`: real pairs on the last axis as complex numbers."""
     return jax.lax.complex(x[..., 0], x[..., 1])
 
 
@@ -204,7 +223,7 @@ def per_leaf_optimizer(
         leaves, treedef = jax.tree.flatten(params)
         per_leaf = []
         for p in map(jnp.asarray, leaves):
-            leaf_slots = init_leaf(p, _cast_hparams(hp, _compute_dtype(p.dtype)))
+            leaf_slots = init_leaf(p, cast_hparams(hp, compute_dtype(p.dtype)))
             # State follows its parameter's sharding, also under jax.jit (fresh constants would not).
             per_leaf.append({k: v if v is None else _own_buffer(shard_like(v, p)) for k, v in leaf_slots.items()})
         slot_trees = {k: treedef.unflatten([s[k] for s in per_leaf]) for k in slots}
@@ -235,22 +254,22 @@ def per_leaf_optimizer(
             p = None if p_leaves[i] is None else jnp.asarray(p_leaves[i])
             ref = p if p is not None else g
             out_dtype = ref.dtype
-            cdtype = _compute_dtype(out_dtype)
+            cdtype = compute_dtype(out_dtype)
             leaf_slots = {k: s_leaves[k][i] for k in slots}
             g_c = g.astype(cdtype)
             p_c = None if p is None else p.astype(cdtype)
-            s_c = {k: v.astype(_compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
+            s_c = {k: v.astype(compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
             is_complex = complex_as_real and jnp.issubdtype(cdtype, jnp.complexfloating)
             if is_complex:
-                g_c, p_c = _real_view(g_c), _real_view(p_c)
-                s_c = {k: _real_view(v) for k, v in s_c.items()}
-                hp_leaf = _cast_hparams(hp, jnp.finfo(cdtype).dtype)
+                g_c, p_c = real_view(g_c), real_view(p_c)
+                s_c = {k: real_view(v) for k, v in s_c.items()}
+                hp_leaf = cast_hparams(hp, jnp.finfo(cdtype).dtype)
             else:
-                hp_leaf = _cast_hparams(hp, cdtype)
+                hp_leaf = cast_hparams(hp, cdtype)
             u, s_new = leaf_update(g_c, p_c, s_c, hp_leaf, step)
             if is_complex:
-                u = _complex_view(u)
-                s_new = {k: _complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
+                u = complex_view(u)
+                s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
                          for k, v in s_new.items()}
             new_updates.append(u.astype(out_dtype))
             for k in slots:
@@ -270,7 +289,15 @@ def _own_buffer(x: jax.Array) -> jax.Array:
     return x
 
 
-def _cast_hparams(hp: Mapping[str, Any], dtype: jnp.dtype) -> dict[str, Any]:
+def cast_hparams(hp: Mapping[str, Any], dtype: jnp.dtype) -> dict[str, Any]:
+    """The hyperparameter arrays of ``hp`` cast to ``dtype`` (the compute dtype of the leaf they act on).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.hparams import cast_hparams
+        >>> cast_hparams({'lr': jnp.array(0.5)}, jnp.bfloat16)['lr'].dtype
+        dtype(bfloat16)
+    """
     return {k: jax.tree.map(lambda v: v.astype(dtype), v) for k, v in hp.items()}
 
 

@@ -35,20 +35,9 @@ from funcopt._src.base import PyTree
 from funcopt._src.hparams import float_dtype
 from funcopt.optim import guard
 from funcopt.optim.optimizer import Optimizer, _grad_storage, _replace_grad_storage
-from funcopt.transforms.clipping import _check_norm_type, _scale_leaf, global_norm
+from funcopt.transforms.clipping import check_norm_type, clip_to_total_norm, global_norm, nonfinite_norm_message
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
-
-# torch adds this to the total norm before dividing max_norm by it
-_EPS = 1e-6
-
-
-def _nonfinite_message(norm_type: float) -> str:
-    return (f"The total norm of order {norm_type} for gradients from "
-            "`parameters` is non-finite, so it cannot be clipped. To disable "
-            "this error and scale the gradients by the non-finite norm anyway, "
-            "set `error_if_nonfinite=False`")
-
 
 _CLIP_HINT = "tx = fo.chain(fo.clip_grad_norm(max_norm), fo.adam(...)); state = tx.init(params); ..."
 
@@ -97,16 +86,9 @@ def _scalar(value: Any) -> jax.Array:
     return jnp.asarray(float(value), float_dtype())
 
 
-def _scale_all(storage: Any, max_norm: jax.Array, total: jax.Array) -> Any:
-    # torch computes max_norm / (total + eps) as reciprocal(total + eps) * max_norm
-    coef = jnp.reciprocal(total + jnp.asarray(_EPS, total.dtype)) * max_norm.astype(total.dtype)
-    coef = jnp.minimum(coef, jnp.asarray(1.0, total.dtype))
-    return jax.tree.map(lambda g: _scale_leaf(g, coef), storage)
-
-
 def _norm_and_clip(storage: Any, max_norm: jax.Array, norm_type: float) -> tuple[jax.Array, Any]:
     total = global_norm(storage, norm_type)
-    return total, _scale_all(storage, max_norm, total)
+    return total, clip_to_total_norm(storage, max_norm, total)
 
 
 # Two compiled forms: donating the old buffers (the usual one), and keeping them, for
@@ -117,7 +99,7 @@ _clip_norm_keeping = jax.jit(_norm_and_clip, static_argnums=2)
 
 @partial(jax.jit, donate_argnums=0)
 def _clip_with_norm(storage: Any, max_norm: jax.Array, total: jax.Array) -> Any:
-    return _scale_all(storage, max_norm, total)
+    return clip_to_total_norm(storage, max_norm, total)
 
 
 @partial(jax.jit, donate_argnums=0)
@@ -136,7 +118,7 @@ def _total_norm(tree: Any, norm_type: float) -> jax.Array:
 
 def _check_finite(total: jax.Array, norm_type: float) -> None:
     if not bool(jnp.isfinite(total)):
-        raise RuntimeError(_nonfinite_message(norm_type))
+        raise RuntimeError(nonfinite_norm_message(norm_type))
 
 
 def clip_grad_norm_(
@@ -188,7 +170,7 @@ def clip_grad_norm_(
     del foreach
     opts = _optimizers(parameters, "clip_grad_norm_")
     guard.check_host_call("fo.optim", "clip_grad_norm_", max_norm, hint=_CLIP_HINT)
-    norm_type = _check_norm_type(norm_type)
+    norm_type = check_norm_type(norm_type)
     max_norm_arr = _scalar(max_norm)
     holders, storage = _storages(opts)
     if not holders:
@@ -230,7 +212,7 @@ def get_total_norm(
         Array(12., dtype=float32)
     """
     del foreach
-    norm_type = _check_norm_type(norm_type)
+    norm_type = check_norm_type(norm_type)
     try:
         opts = _optimizers(tensors, "get_total_norm")
     except TypeError:

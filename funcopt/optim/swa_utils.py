@@ -44,6 +44,7 @@ from funcopt._src.base import PyTree
 from funcopt._src.tree import param_names
 from funcopt.optim.lr_scheduler import LRScheduler
 from funcopt.optim.optimizer import Optimizer, _to_numpy
+from funcopt.transforms.averaging import DECAY_MESSAGE, lerp, running_mean
 
 __all__ = [
     "SWALR",
@@ -57,19 +58,10 @@ __all__ = [
 AvgFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 MultiAvgFn = Callable[[list[jax.Array], list[jax.Array], jax.Array], list[jax.Array]]
 
-_DECAY_MESSAGE = "Invalid decay value {} provided. Please provide a value in [0,1] range."
-
 
 def _check_decay(decay: float) -> None:
     if decay < 0.0 or decay > 1.0:
-        raise ValueError(_DECAY_MESSAGE.format(decay))
-
-
-def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
-    # torch.lerp's two-sided form, exact at both ends
-    weight = jnp.asarray(weight).astype(start.dtype)
-    diff = end - start
-    return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
+        raise ValueError(DECAY_MESSAGE.format(decay))
 
 
 def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
@@ -101,7 +93,7 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
     def ema_update(ema_param_list: Sequence[jax.Array], current_param_list: Sequence[jax.Array],
                    num_averaged: jax.Array) -> list[jax.Array]:
         del num_averaged
-        return [_lerp(a, c, 1 - decay) for a, c in zip(ema_param_list, current_param_list, strict=True)]
+        return [lerp(a, c, 1 - decay) for a, c in zip(ema_param_list, current_param_list, strict=True)]
 
     return ema_update
 
@@ -128,7 +120,7 @@ def get_swa_multi_avg_fn() -> MultiAvgFn:
                    num_averaged: jax.Array) -> list[jax.Array]:
         # torch's weight 1 / (n + 1) is a tensor of its default dtype, float32, whatever the params' dtype
         weight = 1 / (jnp.asarray(num_averaged).astype(jnp.float32) + 1)
-        return [_lerp(a, c, weight) for a, c in zip(averaged_param_list, current_param_list, strict=True)]
+        return [lerp(a, c, weight) for a, c in zip(averaged_param_list, current_param_list, strict=True)]
 
     return swa_update
 
@@ -179,8 +171,7 @@ def get_swa_avg_fn() -> AvgFn:
     """
 
     def swa_update(averaged_param: jax.Array, current_param: jax.Array, num_averaged: jax.Array) -> jax.Array:
-        return averaged_param + (current_param - averaged_param) / (
-            jnp.asarray(num_averaged).astype(averaged_param.dtype) + 1)
+        return running_mean(averaged_param, current_param, num_averaged)
 
     return swa_update
 

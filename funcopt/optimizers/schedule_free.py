@@ -45,14 +45,14 @@ from funcopt._src.base import GradientTransformation, Params, PyTree, floating_o
 from funcopt._src.hparams import (
     HParam,
     OptimizerState,
-    _cast_hparams,
-    _complex_view,
-    _compute_dtype,
-    _real_view,
+    cast_hparams,
     check_hparam,
+    complex_view,
+    compute_dtype,
     evaluate_hparams,
     float_dtype,
     has_schedule,
+    real_view,
 )
 from funcopt._src.tree import is_floating, tree_zeros_like
 from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay
@@ -192,7 +192,7 @@ def schedule_free_adamw(
         # The scalars shared by all leaves, in the dtype of the global state.
         k = inner.step
         gdtype = state.weight_sum.dtype
-        ghp = _cast_hparams(hp, gdtype)
+        ghp = cast_hparams(hp, gdtype)
         k_f = k.astype(gdtype)
         t_f = k_f + 1
         warmup = ghp["warmup_steps"]
@@ -212,23 +212,23 @@ def schedule_free_adamw(
         out_u, out_z, out_v = [], [], []
         for g, y, z, v in zip(g_leaves, y_leaves, z_leaves, v_leaves):
             g, y, z, v = (jnp.asarray(a) for a in (g, y, z, v))
-            cdtype = _compute_dtype(y.dtype)
+            cdtype = compute_dtype(y.dtype)
             is_complex = jnp.issubdtype(cdtype, jnp.complexfloating)
             rdtype = jnp.finfo(cdtype).dtype if is_complex else cdtype
-            lhp = _cast_hparams(hp, rdtype)
+            lhp = cast_hparams(hp, rdtype)
             beta1, beta2 = lhp["betas"]
             c = ckp1.astype(rdtype)
             gamma = lr_t.astype(rdtype)
-            g_c, y_c, z_c, v_c = (_real_view(a.astype(_compute_dtype(a.dtype))) for a in (g, y, z, v))
+            g_c, y_c, z_c, v_c = (real_view(a.astype(compute_dtype(a.dtype))) for a in (g, y, z, v))
             bias_correction2 = 1 - beta2 ** t_f.astype(rdtype)
             v_new = beta2 * v_c + (1 - beta2) * g_c * g_c
             g_hat = g_c / (jnp.sqrt(v_new / bias_correction2) + lhp["eps"]) + lhp["weight_decay"] * y_c
             delta = c * (z_c - y_c) + gamma * (beta1 * (1 - c) - 1) * g_hat
             z_new = z_c - gamma * g_hat
             if is_complex:
-                delta, z_new = _complex_view(delta), _complex_view(z_new)
+                delta, z_new = complex_view(delta), complex_view(z_new)
                 if jnp.iscomplexobj(v):
-                    v_new = _complex_view(v_new)
+                    v_new = complex_view(v_new)
             out_u.append(delta.astype(y.dtype))
             out_z.append(z_new.astype(z.dtype))
             out_v.append(v_new.astype(v.dtype))
@@ -295,7 +295,7 @@ def schedule_free_eval_params(state: Any, params: Params) -> Params:
         if not is_floating(y):
             return y  # not trained (see funcopt.floating_only): no z is held for it
         y = jnp.asarray(y)
-        cdtype = _compute_dtype(y.dtype)
+        cdtype = compute_dtype(y.dtype)
         w = (1 - 1 / beta1).astype(jnp.finfo(cdtype).dtype)
         y_c, z_c = y.astype(cdtype), jnp.asarray(z).astype(cdtype)
         return (y_c + w * (z_c - y_c)).astype(y.dtype)

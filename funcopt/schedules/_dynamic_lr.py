@@ -10,7 +10,7 @@ A funcopt optimizer takes such a list through :func:`funcopt.schedules.from_list
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from funcopt.schedules._mindspore_checks import (
     check_bool,
@@ -24,6 +24,11 @@ from funcopt.schedules._mindspore_checks import (
 def _check_steps(total_step: int, step_per_epoch: int, owner: str) -> None:
     check_positive_int(total_step, "total_step", owner)
     check_positive_int(step_per_epoch, "step_per_epoch", owner)
+
+
+def _per_epoch(total_step: int, step_per_epoch: int, value: Callable[[int], float]) -> list[float]:
+    """``value(current_epoch)`` for each of ``total_step`` steps, step ``i`` being in epoch ``i // step_per_epoch``."""
+    return [value(i // step_per_epoch) for i in range(total_step)]
 
 
 def piecewise_constant_lr(milestone: Sequence[int], learning_rates: Sequence[float]) -> list[float]:
@@ -113,11 +118,12 @@ def exponential_decay_lr(learning_rate: float, decay_rate: float, total_step: in
     owner = "exponential_decay_lr"
     _check_steps(total_step, step_per_epoch, owner)
     check_decay(learning_rate, decay_rate, decay_epoch, "decay_epoch", is_stair, owner)
-    out = []
-    for i in range(total_step):
-        p = (i // step_per_epoch) / decay_epoch
-        out.append(learning_rate * decay_rate ** (math.floor(p) if is_stair else p))
-    return out
+
+    def value(epoch: int) -> float:
+        p = epoch / decay_epoch
+        return learning_rate * decay_rate ** (math.floor(p) if is_stair else p)
+
+    return _per_epoch(total_step, step_per_epoch, value)
 
 
 def natural_exp_decay_lr(learning_rate: float, decay_rate: float, total_step: int, step_per_epoch: int,
@@ -157,13 +163,13 @@ def natural_exp_decay_lr(learning_rate: float, decay_rate: float, total_step: in
     owner = "natural_exp_decay_lr"
     _check_steps(total_step, step_per_epoch, owner)
     check_decay(learning_rate, decay_rate, decay_epoch, "decay_epoch", is_stair, owner)
-    out = []
-    for i in range(total_step):
-        epoch = i // step_per_epoch
+
+    def value(epoch: int) -> float:
         if is_stair:
             epoch = epoch // decay_epoch * decay_epoch
-        out.append(learning_rate * math.exp(-decay_rate * epoch))
-    return out
+        return learning_rate * math.exp(-decay_rate * epoch)
+
+    return _per_epoch(total_step, step_per_epoch, value)
 
 
 def inverse_decay_lr(learning_rate: float, decay_rate: float, total_step: int, step_per_epoch: int,
@@ -202,12 +208,11 @@ def inverse_decay_lr(learning_rate: float, decay_rate: float, total_step: int, s
     owner = "inverse_decay_lr"
     _check_steps(total_step, step_per_epoch, owner)
     check_decay(learning_rate, decay_rate, decay_epoch, "decay_epoch", is_stair, owner)
-    out = []
-    for i in range(total_step):
-        epoch = i // step_per_epoch
-        ratio = epoch // decay_epoch if is_stair else epoch / decay_epoch
-        out.append(learning_rate / (1 + decay_rate * ratio))
-    return out
+
+    def value(epoch: int) -> float:
+        return learning_rate / (1 + decay_rate * (epoch // decay_epoch if is_stair else epoch / decay_epoch))
+
+    return _per_epoch(total_step, step_per_epoch, value)
 
 
 def cosine_decay_lr(min_lr: float, max_lr: float, total_step: int, step_per_epoch: int,
@@ -246,8 +251,8 @@ def cosine_decay_lr(min_lr: float, max_lr: float, total_step: int, step_per_epoc
     _check_steps(total_step, step_per_epoch, owner)
     check_positive_int(decay_epoch, "decay_epoch", owner)
     delta = 0.5 * (max_lr - min_lr)
-    return [min_lr + delta * (1 + math.cos(math.pi * min(i // step_per_epoch, decay_epoch) / decay_epoch))
-            for i in range(total_step)]
+    return _per_epoch(total_step, step_per_epoch,
+                      lambda epoch: min_lr + delta * (1 + math.cos(math.pi * min(epoch, decay_epoch) / decay_epoch)))
 
 
 def polynomial_decay_lr(learning_rate: float, end_learning_rate: float, total_step: int, step_per_epoch: int,
@@ -297,15 +302,15 @@ def polynomial_decay_lr(learning_rate: float, end_learning_rate: float, total_st
     check_positive_int(decay_epoch, "decay_epoch", owner)
     check_bool(update_decay_epoch, "update_decay_epoch", owner)
     delta = learning_rate - end_learning_rate
-    out = []
-    for i in range(total_step):
-        epoch = i // step_per_epoch
+
+    def value(epoch: int) -> float:
         if update_decay_epoch:
             span = decay_epoch * max(-(-epoch // decay_epoch), 1)
         else:
             span, epoch = decay_epoch, min(epoch, decay_epoch)
-        out.append(delta * (1 - epoch / span) ** power + end_learning_rate)
-    return out
+        return delta * (1 - epoch / span) ** power + end_learning_rate
+
+    return _per_epoch(total_step, step_per_epoch, value)
 
 
 def warmup_lr(learning_rate: float, total_step: int, step_per_epoch: int, warmup_epoch: int) -> list[float]:
@@ -338,5 +343,5 @@ def warmup_lr(learning_rate: float, total_step: int, step_per_epoch: int, warmup
     check_float(learning_rate, "learning_rate", owner, positive=False)
     check_positive_int(warmup_epoch, "warmup_epoch", owner)
     _check_steps(total_step, step_per_epoch, owner)
-    return [learning_rate * min(i // step_per_epoch, warmup_epoch) / warmup_epoch for i in range(total_step)]
+    return _per_epoch(total_step, step_per_epoch, lambda epoch: learning_rate * min(epoch, warmup_epoch) / warmup_epoch)
 

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation, PyTree, floating_only, with_extra_args_support
-from funcopt._src.hparams import HParam, OptimizerState, check_hparam
-from funcopt.transforms.clipping import HParamSpec, compute_dtype
+from funcopt._src.hparams import HParam, OptimizerState, check_hparam, compute_dtype
+from funcopt.transforms.clipping import HParamSpec
 
 
 class MultiStepsState(NamedTuple):

@@ -15,9 +15,9 @@ from funcopt._src.base import (
     merge_leaves,
     with_extra_args_support,
 )
-from funcopt._src.hparams import HParam, OptimizerState, check_hparam, float_dtype
+from funcopt._src.hparams import HParam, OptimizerState, check_hparam, compute_dtype, float_dtype
 from funcopt._src.tree import floating_mask, is_floating
-from funcopt.transforms.clipping import HParamSpec, compute_dtype
+from funcopt.transforms.clipping import HParamSpec, require_params
 
 
 def _copy(tree: PyTree) -> PyTree:
@@ -25,20 +25,68 @@ def _copy(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda p: jnp.array(p, copy=True), tree)
 
 
-def _need_params(params: PyTree | None, name: str) -> None:
-    if params is None:
-        raise ValueError(f"{name}: params must be given to update()")
+def lerp(start: jax.Array, end: jax.Array, weight: jax.Array | float) -> jax.Array:
+    r"""``torch.lerp(start, end, weight)``: the point ``weight`` of the way from ``start`` to ``end``.
+
+    .. math::
+
+        \text{lerp}(s, e, w) = \begin{cases}
+            s + w (e - s) & |w| < 0.5 \\
+            e - (e - s)(1 - w) & \text{otherwise}
+        \end{cases}
+
+    torch's two-sided form, exact at both ends (:math:`w = 0` gives :math:`s`,
+    :math:`w = 1` gives :math:`e` for finite values), computed as torch does in
+    the compute dtype (float32 for half precision, see
+    :func:`funcopt._src.hparams.compute_dtype`) and rounded once to the
+    dtype of ``start`` and ``end`` together. The averages of :func:`ema`,
+    :func:`swa_update` and ``fo.optim.swa_utils`` all move by it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.transforms.averaging import lerp
+        >>> lerp(jnp.array([0.0, 4.0]), jnp.array([4.0, 0.0]), 0.25)
+        Array([1., 3.], dtype=float32)
+    """
+    start, end = jnp.asarray(start), jnp.asarray(end)
+    dtype = jnp.result_type(start, end)
+    c = compute_dtype(dtype)
+    s, e, w = start.astype(c), end.astype(c), jnp.asarray(weight).astype(c)
+    diff = e - s
+    return jnp.where(jnp.abs(w) < 0.5, s + w * diff, e - diff * (1 - w)).astype(dtype)
+
+
+def running_mean(average: jax.Array, current: jax.Array, n_averaged: jax.Array | int) -> jax.Array:
+    r"""The mean of ``n_averaged + 1`` values from the mean of the first ``n_averaged`` and the next one.
+
+    .. math:: \bar x_{n+1} = \bar x_n + \frac{x - \bar x_n}{n + 1}
+
+    torch's ``get_swa_avg_fn`` (the running mean of ``AveragedModel``), computed
+    in the compute dtype and rounded once to the dtype of ``average`` and
+    ``current`` together. :func:`swa_update` and ``fo.optim.swa_utils`` both
+    use it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.transforms.averaging import running_mean
+        >>> running_mean(jnp.array([2.0]), jnp.array([8.0]), 2)
+        Array([4.], dtype=float32)
+    """
+    average, current = jnp.asarray(average), jnp.asarray(current)
+    dtype = jnp.result_type(average, current)
+    c = compute_dtype(dtype)
+    a = average.astype(c)
+    return (a + (current.astype(c) - a) / (jnp.asarray(n_averaged).astype(c) + 1)).astype(dtype)
 
 
 def _interpolate(avg: jax.Array, p: jax.Array, weight: jax.Array) -> jax.Array:
-    """``avg + weight * (p - avg)`` in the compute dtype; exactly ``p`` when ``weight == 1``."""
-    avg, p = jnp.asarray(avg), jnp.asarray(p)
-    c = compute_dtype(avg.dtype)
-    a_c, p_c, w = avg.astype(c), p.astype(c), weight.astype(c)
-    return jnp.where(w == 1, p_c, a_c + w * (p_c - a_c)).astype(avg.dtype)
+    """:func:`lerp` from ``avg`` toward ``p``; exactly ``p`` when ``weight == 1`` (a copy, even of inf)."""
+    avg = jnp.asarray(avg)
+    return jnp.where(weight == 1, jnp.asarray(p).astype(avg.dtype), lerp(avg, p, weight).astype(avg.dtype))
 
 
-_DECAY_MESSAGE = "Invalid decay value {} provided. Please provide a value in [0,1] range."
+DECAY_MESSAGE = "Invalid decay value {} provided. Please provide a value in [0,1] range."
+"""torch's ``ValueError`` message for an averaging decay outside :math:`[0, 1]` (``torch.optim.swa_utils``)."""
 
 
 def _with_rest(selected: PyTree, params: PyTree | None) -> PyTree:
@@ -116,7 +164,7 @@ def ema(decay: HParam = 0.999, debias: bool = True) -> GradientTransformation:
         check_hparam(decay, "decay", "Invalid decay value {}: with debias it must be in [0, 1)",
                      lambda v: 0.0 <= v < 1.0)
     else:
-        check_hparam(decay, "decay", _DECAY_MESSAGE, lambda v: 0.0 <= v <= 1.0)
+        check_hparam(decay, "decay", DECAY_MESSAGE, lambda v: 0.0 <= v <= 1.0)
     hps = HParamSpec({"decay": decay})
 
     def init(params):
@@ -124,7 +172,7 @@ def ema(decay: HParam = 0.999, debias: bool = True) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         del extra
-        _need_params(params, "ema")
+        require_params(params, "ema")
         hp = hps.current(state.config)
         d = hp["decay"]
         product = state.decay_product * d.astype(state.decay_product.dtype)
@@ -194,10 +242,8 @@ def swa_init(params: PyTree) -> AveragedParams:
     return AveragedParams(n_averaged=jnp.zeros([], jnp.int32), params=_copy(params))
 
 
-def _swa_weight(n_averaged: jax.Array, decay: jax.Array | None, dtype: Any) -> jax.Array:
-    n = n_averaged.astype(dtype)
-    if decay is None:
-        return 1 / (n + 1)
+def _ema_weight(n_averaged: jax.Array, decay: jax.Array, dtype: Any) -> jax.Array:
+    # 1 for the first average: it copies the parameters, as AveragedModel does
     return jnp.where(n_averaged == 0, jnp.ones([], dtype), 1 - decay.astype(dtype))
 
 
@@ -236,14 +282,17 @@ def swa_update(average: AveragedParams, params: PyTree, decay: HParam | None = N
     if decay is not None:
         if callable(decay):
             raise TypeError("swa_update: decay must be a number or a 0-d array, not a schedule")
-        check_hparam(decay, "decay", _DECAY_MESSAGE, lambda v: 0.0 <= v <= 1.0)
+        check_hparam(decay, "decay", DECAY_MESSAGE, lambda v: 0.0 <= v <= 1.0)
         decay = jnp.asarray(decay)
 
     def leaf(a, p):
         if not is_floating(a):
             return a  # not averaged (see funcopt.floating_only): the value held since swa_init
         a = jnp.asarray(a)
-        return _interpolate(a, p, _swa_weight(average.n_averaged, decay, compute_dtype(a.dtype)))
+        if decay is not None:
+            return _interpolate(a, p, _ema_weight(average.n_averaged, decay, compute_dtype(a.dtype)))
+        first = average.n_averaged == 0
+        return jnp.where(first, jnp.asarray(p).astype(a.dtype), running_mean(a, p, average.n_averaged).astype(a.dtype))
 
     return AveragedParams(average.n_averaged + 1, jax.tree.map(leaf, average.params, params))
 
@@ -302,7 +351,7 @@ def swa(swa_start: HParam = 0, swa_freq: HParam = 1, decay: HParam | None = None
                  lambda v: v >= 1 and float(v).is_integer())
     spec: dict[str, Any] = {"swa_start": swa_start, "swa_freq": swa_freq}
     if decay is not None:
-        check_hparam(decay, "decay", _DECAY_MESSAGE, lambda v: 0.0 <= v <= 1.0)
+        check_hparam(decay, "decay", DECAY_MESSAGE, lambda v: 0.0 <= v <= 1.0)
         spec["decay"] = decay
     hps = HParamSpec(spec)
 
@@ -311,7 +360,7 @@ def swa(swa_start: HParam = 0, swa_freq: HParam = 1, decay: HParam | None = None
 
     def update(updates, state, params=None, **extra):
         del extra
-        _need_params(params, "swa")
+        require_params(params, "swa")
         hp = hps.current(state.config)
         t = state.config.step + 1
         start = jnp.round(hp["swa_start"]).astype(jnp.int32)
@@ -416,7 +465,7 @@ def lookahead(fast: Any, sync_period: HParam = 6, slow_step_size: HParam = 0.5) 
         return LookaheadState(slow_params=_copy(params), fast_state=fast.init(params), config=hps.init())
 
     def update(updates, state, params=None, **extra):
-        _need_params(params, "lookahead")
+        require_params(params, "lookahead")
         hp = hps.current(state.config)
         fast_updates, fast_state = fast.update(updates, state.fast_state, params, **extra)
         t = state.config.step + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -15,6 +15,7 @@ from funcopt._src.hparams import (
     HParam,
     OptimizerState,
     check_hparam,
+    compute_dtype,
     concrete_value,
     evaluate_hparams,
     float_dtype,
@@ -62,21 +63,18 @@ class HParamSpec:
         return OptimizerState(step=state.step + 1, hparams=dict(hparams), slots=state.slots)
 
 
-def compute_dtype(dtype: Any) -> jnp.dtype:
-    """The dtype arithmetic on a leaf runs in: half precision in float32, integers in the default float.
+def require_params(params: PyTree | None, name: str) -> None:
+    """Raise the ``ValueError`` of a transform whose ``update`` needs ``params`` and got none.
 
     Example:
-        >>> import jax.numpy as jnp
-        >>> from funcopt.transforms.clipping import compute_dtype
-        >>> compute_dtype(jnp.bfloat16), compute_dtype(jnp.float32)
-        (dtype('float32'), dtype('float32'))
+        >>> from funcopt.transforms.clipping import require_params
+        >>> require_params(None, 'ema')
+        Traceback (most recent call last):
+        ...
+        ValueError: ema: params must be given to update()
     """
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        return jnp.promote_types(dtype, jnp.complex64)
-    if jnp.issubdtype(dtype, jnp.floating):
-        return jnp.promote_types(dtype, jnp.float32)
-    return float_dtype()
+    if params is None:
+        raise ValueError(f"{name}: params must be given to update()")
 
 
 def _real_dtype(dtype: Any) -> jnp.dtype:
@@ -88,7 +86,18 @@ def _is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def _check_norm_type(norm_type: Any) -> float:
+def check_norm_type(norm_type: Any) -> float:
+    """``norm_type`` as a float, checked as torch checks the ``p`` of a vector norm.
+
+    Raises:
+        TypeError: not a number or a string.
+        ValueError: a string other than ``'inf'``, ``nan``, or a negative number other than ``-inf``.
+
+    Example:
+        >>> from funcopt.transforms.clipping import check_norm_type
+        >>> check_norm_type('inf'), check_norm_type(2)
+        (inf, 2.0)
+    """
     if isinstance(norm_type, bool) or not isinstance(norm_type, (numbers.Real, str)):
         raise TypeError(f"norm_type must be a number or 'inf', got {type(norm_type).__name__}")
     try:
@@ -148,7 +157,7 @@ def global_norm(tree: PyTree, norm_type: float | str = 2.0) -> jax.Array:
         >>> fo.global_norm(g, norm_type='inf')
         Array(12., dtype=float32)
     """
-    ord = _check_norm_type(norm_type)
+    ord = check_norm_type(norm_type)
     leaves = [jnp.asarray(x) for x in floating_leaves(tree)]
     if not leaves:
         return jnp.zeros([], float_dtype())
@@ -157,14 +166,97 @@ def global_norm(tree: PyTree, norm_type: float | str = 2.0) -> jax.Array:
     return _vector_norm(norms, ord, dtype)
 
 
-def _scale_leaf(u: jax.Array, factor: jax.Array) -> jax.Array:
+def scale_leaf(u: jax.Array, factor: jax.Array) -> jax.Array:
+    """``u * factor`` in the compute dtype of ``u``, rounded back to ``u.dtype``.
+
+    The compute dtype is :func:`funcopt._src.hparams.compute_dtype`'s: float32 for half precision.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.transforms.clipping import scale_leaf
+        >>> scale_leaf(jnp.array([1.0, 3.0], jnp.bfloat16), jnp.array(0.5))
+        Array([0.5, 1.5], dtype=bfloat16)
+    """
     u = jnp.asarray(u)
     c = compute_dtype(u.dtype)
     return (u.astype(c) * factor.astype(c)).astype(u.dtype)
 
 
-def _hparam_transform(spec: Mapping[str, Any], apply) -> GradientTransformation:
-    """A transform with no state beyond its hyperparameters: ``apply(updates, params, hp)``."""
+TORCH_CLIP_EPS = 1e-6
+"""What ``torch.nn.utils.clip_grad_norm_`` adds to the total norm before dividing ``max_norm`` by it."""
+
+
+def clip_to_total_norm(tree: PyTree, max_norm: jax.Array, total_norm: jax.Array) -> PyTree:
+    r"""Scale every leaf of ``tree`` by torch's clipping coefficient for a total norm :math:`N`.
+
+    .. math:: c = \min\left(1, \frac{\text{max\_norm}}{N + 10^{-6}}\right)
+
+    computed with torch's arithmetic (``torch.nn.utils.clip_grads_with_norm_``):
+    ``max_norm / (N + 1e-6)`` is a Python number divided by a tensor there, which
+    torch evaluates as ``reciprocal(N + 1e-6) * max_norm``, in the dtype of
+    :math:`N`. The leaves are always multiplied, so a non-finite :math:`N` gives
+    non-finite leaves. This is the one formula behind :func:`clip_grad_norm`,
+    ``fo.optim.clip_grad_norm_`` and the MegEngine adapter's ``clip_grad_norm``.
+
+    Args:
+        tree: the pytree to scale (each leaf keeps its dtype, see :func:`scale_leaf`).
+        max_norm: the largest total norm let through, a 0-d array.
+        total_norm: :math:`N`, a 0-d floating array (e.g. from :func:`global_norm`).
+
+    Returns:
+        ``tree`` scaled by :math:`c`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.transforms.clipping import clip_to_total_norm
+        >>> clip_to_total_norm({'a': jnp.array([6.0, 8.0])}, jnp.array(5.0), jnp.array(10.0))['a']
+        Array([2.9999998, 3.9999998], dtype=float32)
+    """
+    coef = jnp.reciprocal(total_norm + jnp.asarray(TORCH_CLIP_EPS, total_norm.dtype))
+    coef = jnp.minimum(coef * max_norm.astype(total_norm.dtype), jnp.asarray(1.0, total_norm.dtype))
+    return jax.tree.map(lambda u: scale_leaf(u, coef), tree)
+
+
+def nonfinite_norm_message(norm_type: float) -> str:
+    """torch's ``RuntimeError`` message for a non-finite total norm with ``error_if_nonfinite=True``.
+
+    Example:
+        >>> from funcopt.transforms.clipping import nonfinite_norm_message
+        >>> nonfinite_norm_message(2.0)[:37]
+        'The total norm of order 2.0 for gradi'
+    """
+    return (f"The total norm of order {norm_type} for gradients from "
+            "`parameters` is non-finite, so it cannot be clipped. To disable "
+            "this error and scale the gradients by the non-finite norm anyway, "
+            "set `error_if_nonfinite=False`")
+
+
+def hparam_transform(
+    spec: Mapping[str, Any],
+    apply: Callable[[PyTree, PyTree | None, dict[str, Any]], PyTree],
+    needs_params: str | None = None,
+) -> GradientTransformation:
+    """A transform with no state beyond its hyperparameters: ``apply(updates, params, hp)``.
+
+    The state is ``spec``'s :class:`HParamSpec` state, so :func:`funcopt.set_hparams`
+    and schedules work on it; only floating leaves are passed to ``apply`` (see
+    :func:`funcopt.floating_only`).
+
+    Args:
+        spec: the hyperparameters, name to value or schedule.
+        apply: the update rule, given the updates, the params (or None) and the
+            hyperparameters' current values.
+        needs_params: when given, ``update`` without ``params`` raises
+            :func:`require_params`' error naming this transform.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.transforms.clipping import hparam_transform
+        >>> tx = hparam_transform({'s': 3.0}, lambda u, p, hp: {k: v * hp['s'] for k, v in u.items()})
+        >>> g = {'a': jnp.array([1.0])}
+        >>> tx.update(g, tx.init(g))[0]['a']
+        Array([3.], dtype=float32)
+    """
     hps = HParamSpec(spec)
 
     def init(params):
@@ -173,10 +265,17 @@ def _hparam_transform(spec: Mapping[str, Any], apply) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         del extra
+        if needs_params is not None:
+            require_params(params, needs_params)
         hp = hps.current(state)
         return apply(updates, params, hp), hps.advance(state, hp)
 
     return floating_only(GradientTransformation(init, update))
+
+
+def _scale_to_norm(max_norm: jax.Array, norm: jax.Array) -> jax.Array:
+    """optax's clipping factor ``min(1, max_norm / norm)``, 1 for a zero norm (no epsilon, unlike torch's)."""
+    return jnp.minimum(1.0, max_norm.astype(norm.dtype) / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny))
 
 
 def clip_by_global_norm(max_norm: HParam) -> GradientTransformation:
@@ -205,12 +304,10 @@ def clip_by_global_norm(max_norm: HParam) -> GradientTransformation:
 
     def apply(updates, params, hp):
         del params
-        norm = tree_norm(updates)
-        tiny = jnp.finfo(norm.dtype).tiny
-        scale = jnp.minimum(1.0, hp["max_norm"].astype(norm.dtype) / jnp.maximum(norm, tiny))
-        return jax.tree.map(lambda u: _scale_leaf(u, scale), updates)
+        scale = _scale_to_norm(hp["max_norm"], tree_norm(updates))
+        return jax.tree.map(lambda u: scale_leaf(u, scale), updates)
 
-    return _hparam_transform({"max_norm": max_norm}, apply)
+    return hparam_transform({"max_norm": max_norm}, apply)
 
 
 def clip_grad_norm(
@@ -256,7 +353,7 @@ def clip_grad_norm(
         Array([ 0.12499997, -0.99999976], dtype=float32)
     """
     check_hparam(max_norm, "max_norm", "Invalid max_norm value: {}", lambda v: v >= 0)
-    ord = _check_norm_type(norm_type)
+    ord = check_norm_type(norm_type)
 
     def apply(updates, params, hp):
         del params
@@ -264,17 +361,10 @@ def clip_grad_norm(
             return updates
         total = global_norm(updates, ord)
         if error_if_nonfinite and not _is_tracer(total) and not bool(jnp.isfinite(total)):
-            raise RuntimeError(
-                f"The total norm of order {ord} for gradients from "
-                "`parameters` is non-finite, so it cannot be clipped. To disable "
-                "this error and scale the gradients by the non-finite norm anyway, "
-                "set `error_if_nonfinite=False`"
-            )
-        coef = hp["max_norm"].astype(total.dtype) / (total + jnp.asarray(1e-6, total.dtype))
-        coef = jnp.minimum(coef, jnp.asarray(1.0, total.dtype))
-        return jax.tree.map(lambda u: _scale_leaf(u, coef), updates)
+            raise RuntimeError(nonfinite_norm_message(ord))
+        return clip_to_total_norm(updates, hp["max_norm"], total)
 
-    return _hparam_transform({"max_norm": max_norm}, apply)
+    return hparam_transform({"max_norm": max_norm}, apply)
 
 
 def clip(max_delta: HParam) -> GradientTransformation:
@@ -311,7 +401,7 @@ def clip(max_delta: HParam) -> GradientTransformation:
 
         return jax.tree.map(leaf, updates)
 
-    return _hparam_transform({"max_delta": max_delta}, apply)
+    return hparam_transform({"max_delta": max_delta}, apply)
 
 
 def clip_by_value(lower: HParam, upper: HParam) -> GradientTransformation:
@@ -351,7 +441,7 @@ def clip_by_value(lower: HParam, upper: HParam) -> GradientTransformation:
 
         return jax.tree.map(leaf, updates)
 
-    return _hparam_transform({"lower": lower, "upper": upper}, apply)
+    return hparam_transform({"lower": lower, "upper": upper}, apply)
 
 
 def clip_by_leaf_norm(max_norm: HParam, norm_type: float | str = 2.0) -> GradientTransformation:
@@ -381,7 +471,7 @@ def clip_by_leaf_norm(max_norm: HParam, norm_type: float | str = 2.0) -> Gradien
         (Array([0.6, 0.8], dtype=float32), Array([0.3, 0.4], dtype=float32))
     """
     check_hparam(max_norm, "max_norm", "Invalid max_norm value: {}", lambda v: v >= 0)
-    ord = _check_norm_type(norm_type)
+    ord = check_norm_type(norm_type)
 
     def apply(updates, params, hp):
         del params
@@ -389,13 +479,11 @@ def clip_by_leaf_norm(max_norm: HParam, norm_type: float | str = 2.0) -> Gradien
         def leaf(u):
             u = jnp.asarray(u)
             dtype = _real_dtype(u.dtype)
-            norm = _vector_norm(u, ord, dtype)
-            scale = jnp.minimum(1.0, hp["max_norm"].astype(dtype) / jnp.maximum(norm, jnp.finfo(dtype).tiny))
-            return _scale_leaf(u, scale)
+            return scale_leaf(u, _scale_to_norm(hp["max_norm"], _vector_norm(u, ord, dtype)))
 
         return jax.tree.map(leaf, updates)
 
-    return _hparam_transform({"max_norm": max_norm}, apply)
+    return hparam_transform({"max_norm": max_norm}, apply)
 
 
 clip_by_block_norm = clip_by_leaf_norm

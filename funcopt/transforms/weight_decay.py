@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import EmptyState, GradientTransformation, PyTree, floating_only
-from funcopt._src.hparams import HParam, check_hparam
+from funcopt._src.hparams import HParam, check_hparam, compute_dtype
 from funcopt._src.tree import name_mask
-from funcopt.transforms.clipping import HParamSpec, compute_dtype
+from funcopt.transforms.clipping import hparam_transform
 
 Mask = PyTree | Callable[[PyTree], PyTree] | str | Sequence[str] | None
 """Which leaves a transform acts on: a pytree of bools with the structure of
@@ -44,11 +44,6 @@ def _map_masked(fn: Callable[..., jax.Array], mask: PyTree | None, updates: PyTr
     return jax.tree.map(leaf, mask, updates, *rest)
 
 
-def _need_params(params: PyTree | None, name: str) -> None:
-    if params is None:
-        raise ValueError(f"{name}: params must be given to update()")
-
-
 def add_decayed_weights(weight_decay: HParam = 0.0, mask: Mask = None) -> GradientTransformation:
     r"""Add coupled (L2) weight decay to the updates: :math:`u \leftarrow u + \lambda\theta`.
 
@@ -79,26 +74,16 @@ def add_decayed_weights(weight_decay: HParam = 0.0, mask: Mask = None) -> Gradie
         (Array([0.1, 0.2], dtype=float32), Array([0.], dtype=float32))
     """
     check_hparam(weight_decay, "weight_decay", "Invalid weight_decay value: {}", lambda v: v >= 0)
-    hps = HParamSpec({"weight_decay": weight_decay})
 
-    def init(params):
-        del params
-        return hps.init()
-
-    def update(updates, state, params=None, **extra):
-        del extra
-        _need_params(params, "add_decayed_weights")
-        hp = hps.current(state)
-
+    def apply(updates, params, hp):
         def leaf(u, p):
             u, p = jnp.asarray(u), jnp.asarray(p)
             c = compute_dtype(u.dtype)
             return (u.astype(c) + hp["weight_decay"].astype(c) * p.astype(c)).astype(u.dtype)
 
-        new = _map_masked(leaf, _resolve_mask(mask, params), updates, params)
-        return new, hps.advance(state, hp)
+        return _map_masked(leaf, _resolve_mask(mask, params), updates, params)
 
-    return floating_only(GradientTransformation(init, update))
+    return hparam_transform({"weight_decay": weight_decay}, apply, needs_params="add_decayed_weights")
 
 
 def decoupled_weight_decay(lr: HParam = 1e-3, weight_decay: HParam = 1e-2,
@@ -134,27 +119,17 @@ def decoupled_weight_decay(lr: HParam = 1e-3, weight_decay: HParam = 1e-2,
     """
     check_hparam(lr, "lr", "Invalid learning rate: {}", lambda v: v >= 0)
     check_hparam(weight_decay, "weight_decay", "Invalid weight_decay value: {}", lambda v: v >= 0)
-    hps = HParamSpec({"lr": lr, "weight_decay": weight_decay})
 
-    def init(params):
-        del params
-        return hps.init()
-
-    def update(updates, state, params=None, **extra):
-        del extra
-        _need_params(params, "decoupled_weight_decay")
-        hp = hps.current(state)
-
+    def apply(updates, params, hp):
         def leaf(u, p):
             u, p = jnp.asarray(u), jnp.asarray(p)
             c = compute_dtype(u.dtype)
             rate = hp["lr"].astype(c) * hp["weight_decay"].astype(c)
             return (u.astype(c) - rate * p.astype(c)).astype(u.dtype)
 
-        new = _map_masked(leaf, _resolve_mask(mask, params), updates, params)
-        return new, hps.advance(state, hp)
+        return _map_masked(leaf, _resolve_mask(mask, params), updates, params)
 
-    return floating_only(GradientTransformation(init, update))
+    return hparam_transform({"lr": lr, "weight_decay": weight_decay}, apply, needs_params="decoupled_weight_decay")
 
 
 def mindspore_decay_filter(name: str) -> bool:

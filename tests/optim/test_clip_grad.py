@@ -148,9 +148,11 @@ def test_clip_grad_norm_compiles_once_and_donates():
             else:
                 fo.optim.clip_grad_norm_(opt, 0.1 * (i + 1))  # a new max_norm does not recompile
             fo.optim.clip_grad_value_(opt, 0.05 * (i + 1))
+            if i == 0:  # measured here, not assumed 1: the module's doctests may have compiled other shapes
+                value_size = clip_grad._clip_value._cache_size()
             opt.step().clear_grad()
     assert clip_grad._clip_norm_donating._cache_size() == size
-    assert clip_grad._clip_value._cache_size() == 1
+    assert clip_grad._clip_value._cache_size() == value_size
     assert old.is_deleted()  # the old gradient buffer was donated to the clipping call
 
 
