@@ -34,15 +34,13 @@ import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from funcopt._src.base import PyTree
-from funcopt.optim.optimizer import Optimizer
 
 __all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "load", "save"]
 
@@ -56,15 +54,39 @@ _META_KEY = "__funcopt_checkpoint__"
 _KIND_PYTREE = "pytree"
 _KIND_OPTIMIZER = "optimizer"
 
-# Extended dtypes (ml_dtypes, as used by JAX) have no NumPy type code; they are stored as
-# unsigned integers of the same width and viewed back by name.
+# Extended dtypes (JAX's ml_dtypes types, reached through jax.numpy so that no undeclared package is
+# imported) have no NumPy type code; they are stored as unsigned integers of the same width and viewed
+# back by name.
 _EXTENDED_DTYPES: dict[str, np.dtype] = {
-    name: np.dtype(getattr(ml_dtypes, name))
+    name: np.dtype(getattr(jnp, name))
     for name in ("bfloat16", "float8_e3m4", "float8_e4m3", "float8_e4m3b11fnuz", "float8_e4m3fn",
                  "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn",
                  "float6_e2m3fn", "float6_e3m2fn", "int2", "int4", "uint2", "uint4")
-    if hasattr(ml_dtypes, name)
+    if hasattr(jnp, name)
 }
+
+
+@runtime_checkable
+class _Stateful(Protocol):
+    """What a checkpoint needs of a stateful optimizer: torch's state_dict pair and the parameters.
+
+    The checkpoint reaches an optimizer only through these public members, so it does not depend on the
+    stateful layer (which it must not import: it sits beside it). ``funcopt.optim.Optimizer`` has them;
+    a torch optimizer has no ``params`` and a learning-rate scheduler no ``param_groups``, so neither is
+    taken for one.
+    """
+
+    param_groups: list[dict[str, Any]]
+    params: Any
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _is_stateful(obj: Any) -> bool:
+    return isinstance(obj, _Stateful) and isinstance(getattr(obj, "param_groups", None), list)
+
 
 # Modules whose NamedTuple classes may be imported to rebuild a tree without a target.
 _TRUSTED_MODULES = ("funcopt", "optax")
@@ -138,7 +160,7 @@ def save(path: str | os.PathLike[str], obj: Any, *, params: bool | PyTree | None
     """
     arrays: list[np.ndarray] = []
     specs: list[dict[str, Any]] = []
-    if isinstance(obj, Optimizer):
+    if _is_stateful(obj):
         meta = _optimizer_meta(obj, params, arrays, specs)
     else:
         if params is not None:
@@ -203,7 +225,7 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
     """
     meta, arrays = _read(os.fspath(path))
     kind = meta["kind"]
-    if isinstance(target, Optimizer):
+    if _is_stateful(target):
         if kind != _KIND_OPTIMIZER:
             raise CheckpointError(f"the checkpoint holds a {kind}, not an optimizer's state: load it with a "
                                   "pytree target (or none) instead of an optimizer")
@@ -222,7 +244,7 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
 # ---------------------------------------------------------------------- encoding
 
 
-def _optimizer_meta(opt: Optimizer, params: Any, arrays: list[np.ndarray],
+def _optimizer_meta(opt: _Stateful, params: Any, arrays: list[np.ndarray],
                     specs: list[dict[str, Any]]) -> dict[str, Any]:
     sd = opt.state_dict()
     unsaved = []
@@ -672,7 +694,7 @@ def _restore_into(part: dict[str, Any], specs: list[dict[str, Any]], arrays: lis
     return treedef.unflatten(new_leaves)
 
 
-def _load_into_optimizer(meta: dict[str, Any], arrays: list[np.ndarray], opt: Optimizer) -> None:
+def _load_into_optimizer(meta: dict[str, Any], arrays: list[np.ndarray], opt: _Stateful) -> None:
     info = meta["optimizer"]
     if info["class"] != type(opt).__name__:
         raise CheckpointError(f"the checkpoint holds the state of a {info['class']} optimizer; it cannot be "
@@ -696,7 +718,7 @@ def _load_into_optimizer(meta: dict[str, Any], arrays: list[np.ndarray], opt: Op
         raise
 
 
-def _set_params(opt: Optimizer, tree: Any) -> Callable[[], None]:
+def _set_params(opt: _Stateful, tree: Any) -> Callable[[], None]:
     """Put ``tree`` (validated: the structure, shapes and dtypes of ``opt.params``) into the optimizer.
 
     Returns a function that puts the previous parameters back.
