@@ -26,6 +26,7 @@ from funcopt._src.hparams import (
     get_hparams,
     set_hparams,
 )
+from funcopt._src.matching import IncompatibleKeys
 from funcopt._src.tree import name_labels, name_mask, named_leaves, names_tree, param_names, path_name
 from funcopt.checkpoint import CheckpointError, load, save
 from funcopt.optimizers import (
@@ -126,6 +127,7 @@ __all__ = [
     "asgd",
     "apply_updates",
     "CheckpointError",
+    "IncompatibleKeys",
     "load",
     "save",
     "chain",
