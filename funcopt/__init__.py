@@ -28,6 +28,7 @@ from funcopt._src.hparams import (
     get_hparams,
     set_hparams,
 )
+from funcopt._src.matching import IncompatibleKeys
 from funcopt._src.tree import name_labels, name_mask, named_leaves, names_tree, param_names, path_name
 from funcopt.checkpoint import CheckpointError, load, save
 from funcopt.optimizers import (
@@ -118,6 +119,7 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "HParam",
+    "IncompatibleKeys",
     "LookaheadState",
     "LossScaledState",
     "MaskedNode",

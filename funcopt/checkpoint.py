@@ -33,16 +33,16 @@ import stat
 import sys
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from funcopt._src.base import PyTree
-from funcopt.optim.optimizer import Optimizer
+from funcopt._src.matching import IncompatibleKeys, duplicate_names, match_names
+from funcopt._src.tree import param_names
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "load", "save"]
 
@@ -56,15 +56,39 @@ _META_KEY = "__funcopt_checkpoint__"
 _KIND_PYTREE = "pytree"
 _KIND_OPTIMIZER = "optimizer"
 
-# Extended dtypes (ml_dtypes, as used by JAX) have no NumPy type code; they are stored as
-# unsigned integers of the same width and viewed back by name.
+# Extended dtypes (JAX's ml_dtypes types, reached through jax.numpy so that no undeclared package is
+# imported) have no NumPy type code; they are stored as unsigned integers of the same width and viewed
+# back by name.
 _EXTENDED_DTYPES: dict[str, np.dtype] = {
-    name: np.dtype(getattr(ml_dtypes, name))
+    name: np.dtype(getattr(jnp, name))
     for name in ("bfloat16", "float8_e3m4", "float8_e4m3", "float8_e4m3b11fnuz", "float8_e4m3fn",
                  "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn",
                  "float6_e2m3fn", "float6_e3m2fn", "int2", "int4", "uint2", "uint4")
-    if hasattr(ml_dtypes, name)
+    if hasattr(jnp, name)
 }
+
+
+@runtime_checkable
+class _Stateful(Protocol):
+    """What a checkpoint needs of a stateful optimizer: torch's state_dict pair and the parameters.
+
+    The checkpoint reaches an optimizer only through these public members, so it does not depend on the
+    stateful layer (which it must not import: it sits beside it). ``funcopt.optim.Optimizer`` has them;
+    a torch optimizer has no ``params`` and a learning-rate scheduler no ``param_groups``, so neither is
+    taken for one.
+    """
+
+    param_groups: list[dict[str, Any]]
+    params: Any
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _is_stateful(obj: Any) -> bool:
+    return isinstance(obj, _Stateful) and isinstance(getattr(obj, "param_groups", None), list)
+
 
 # Modules whose NamedTuple classes may be imported to rebuild a tree without a target.
 _TRUSTED_MODULES = ("funcopt", "optax")
@@ -138,7 +162,7 @@ def save(path: str | os.PathLike[str], obj: Any, *, params: bool | PyTree | None
     """
     arrays: list[np.ndarray] = []
     specs: list[dict[str, Any]] = []
-    if isinstance(obj, Optimizer):
+    if _is_stateful(obj):
         meta = _optimizer_meta(obj, params, arrays, specs)
     else:
         if params is not None:
@@ -152,7 +176,7 @@ def save(path: str | os.PathLike[str], obj: Any, *, params: bool | PyTree | None
     _atomic_savez(os.fspath(path), entries)
 
 
-def load(path: str | os.PathLike[str], target: Any = None) -> Any:
+def load(path: str | os.PathLike[str], target: Any = None, *, strict: bool = True) -> Any:
     """Read a checkpoint written by :func:`save`; with ``target``, restore into it.
 
     * ``target`` a stateful optimizer: the checkpoint must hold the state of
@@ -173,6 +197,29 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
       NumPy arrays, bit for bit as saved. For an optimizer checkpoint the
       ``state_dict`` is returned.
 
+    ``strict=False`` loads into a target whose structure changed since the
+    save (a model that gained a head and lost a layer), matching by name
+    and returning ``(result, keys)``, ``keys`` an :class:`~funcopt.IncompatibleKeys`:
+
+    * a pytree target: each leaf is matched by its dotted path name
+      (:func:`~funcopt.path_name`, e.g. ``'1.slots.exp_avg.head.kernel'``
+      for ``(params, opt_state)``), shape and dtype. A functional state's
+      per-parameter entries mirror the parameters, so they are matched by
+      the parameter's name; global entries (step count, hyperparameters)
+      keep their names and are loaded. Leaves of the target with no fitting
+      saved leaf keep the target's values (so the target must hold values,
+      not ``jax.ShapeDtypeStruct`` leaves, where it may differ); the keys list the
+      leaves that were missing, unexpected or mismatched.
+    * a stateful optimizer: ``load_state_dict(state_dict, strict=False)``
+      loads the state of every parameter whose name, shape and dtype match
+      and starts the others fresh; the saved parameter values are matched by
+      name the same way (the others keep their current values). The keys
+      name parameters.
+
+    Matching by name assumes a name means the same thing before and after:
+    a layer that takes over the name (and shape) of a removed one receives
+    its state, as with torch's ``load_state_dict(strict=False)``.
+
     The file is read with ``np.load(..., allow_pickle=False)`` and fully
     checked (archive integrity, array headers, SHA-256 digests) before
     anything is returned or changed.
@@ -180,14 +227,21 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
     Args:
         path: a file written by :func:`save`.
         target: an optimizer or a pytree to restore into, or None.
+        strict: ``True`` (the default): the target must fit the checkpoint
+            exactly, all or nothing. ``False``: load what matches by name
+            (needs a ``target``).
 
     Returns:
         The optimizer, the restored pytree, or (without target) the saved
-        pytree or optimizer ``state_dict``.
+        pytree or optimizer ``state_dict``; with ``strict=False``, the pair
+        ``(optimizer or pytree, IncompatibleKeys)``.
 
     Raises:
         CheckpointError: the file is not a funcopt checkpoint, is corrupted or
-            truncated, has a newer format version, or does not fit ``target``.
+            truncated, has a newer format version, or does not fit ``target``
+            (with ``strict=False``: holds another kind of object, or a name
+            twice).
+        ValueError: ``strict=False`` without a target.
 
     Example:
         >>> import os, tempfile
@@ -200,15 +254,32 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
         >>> fresh = fo.load(path, fo.optim.Adam({'w': jnp.zeros(2)}, lr=0.1))
         >>> fresh.params['w'], int(fresh.state['w']['step'])
         (Array([0.9, 0.9], dtype=float32), 1)
+
+        A functional state, into a model that gained ``'head'``:
+
+        >>> tx = fo.adam(lr=0.1)
+        >>> params = {'w': jnp.ones(2)}
+        >>> state = tx.update(params, tx.init(params), params)[1]
+        >>> fo.save(path, (params, state))
+        >>> grown = {'w': jnp.zeros(2), 'head': jnp.zeros(3)}
+        >>> (params2, state2), keys = fo.load(path, (grown, tx.init(grown)), strict=False)
+        >>> int(state2.step), state2.slots['exp_avg']['w'], state2.slots['exp_avg']['head']
+        (1, Array([0.1, 0.1], dtype=float32), Array([0., 0., 0.], dtype=float32))
+        >>> keys.missing_keys
+        ['0.head', '1.slots.exp_avg.head', '1.slots.exp_avg_sq.head']
     """
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
+    if not strict and target is None:
+        raise ValueError("strict=False matches the checkpoint against a target by name: pass target=")
     meta, arrays = _read(os.fspath(path))
     kind = meta["kind"]
-    if isinstance(target, Optimizer):
+    if _is_stateful(target):
         if kind != _KIND_OPTIMIZER:
             raise CheckpointError(f"the checkpoint holds a {kind}, not an optimizer's state: load it with a "
                                   "pytree target (or none) instead of an optimizer")
-        _load_into_optimizer(meta, arrays, target)
-        return target
+        keys = _load_into_optimizer(meta, arrays, target, strict)
+        return target if strict else (target, keys)
     if kind == _KIND_OPTIMIZER:
         if target is not None:
             raise CheckpointError("the checkpoint holds the state of a stateful optimizer "
@@ -216,13 +287,15 @@ def load(path: str | os.PathLike[str], target: Any = None) -> Any:
         return _decode_part(meta["optimizer"]["state_dict"], arrays)
     if target is None:
         return _decode_part(meta["pytree"], arrays)
+    if not strict:
+        return _restore_by_name(meta["pytree"], meta["arrays"], arrays, target)
     return _restore_into(meta["pytree"], meta["arrays"], arrays, target)
 
 
 # ---------------------------------------------------------------------- encoding
 
 
-def _optimizer_meta(opt: Optimizer, params: Any, arrays: list[np.ndarray],
+def _optimizer_meta(opt: _Stateful, params: Any, arrays: list[np.ndarray],
                     specs: list[dict[str, Any]]) -> dict[str, Any]:
     sd = opt.state_dict()
     unsaved = []
@@ -270,7 +343,19 @@ def _tree_part(tree: Any, arrays: list[np.ndarray], specs: list[dict[str, Any]],
     if len(paths) != len(leaves):  # a node type the description does not follow as jax does
         raise TypeError(f"cannot describe the structure of this pytree ({len(leaves)} leaves described, "
                         f"jax finds {len(paths)})")
-    return {"tree": skeleton, "leaves": leaves, "paths": paths}
+    part = {"tree": skeleton, "leaves": leaves, "paths": paths}
+    names = _leaf_names(tree)
+    if names is not None and len(names) == len(paths):
+        part["names"] = names  # what load(..., strict=False) matches by
+    return part
+
+
+def _leaf_names(tree: Any) -> list[str] | None:
+    """The dotted name of each leaf (an nnx Variable's value is named as the Variable), None if unnamable."""
+    try:
+        return param_names(tree)
+    except Exception:  # noqa: BLE001 - a node type the naming does not follow: matching by name is unavailable
+        return None
 
 
 def _type_name(t: type) -> str:
@@ -522,6 +607,10 @@ def _check_part(part: Any, n_arrays: int, what: str) -> None:
     if not (isinstance(part, dict) and isinstance(part.get("tree"), dict) and isinstance(part.get("leaves"), list)
             and isinstance(part.get("paths"), list) and len(part["paths"]) == len(part["leaves"])):
         raise CheckpointError(f"the checkpoint's description of {what} is malformed")
+    names = part.get("names")
+    if names is not None and not (isinstance(names, list) and len(names) == len(part["leaves"])
+                                  and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"the checkpoint's description of {what} has malformed leaf names")
     for leaf in part["leaves"]:
         if "array" in leaf:
             if not (isinstance(leaf["array"], int) and 0 <= leaf["array"] < n_arrays):
@@ -672,21 +761,75 @@ def _restore_into(part: dict[str, Any], specs: list[dict[str, Any]], arrays: lis
     return treedef.unflatten(new_leaves)
 
 
-def _load_into_optimizer(meta: dict[str, Any], arrays: list[np.ndarray], opt: Optimizer) -> None:
+def _restore_by_name(part: dict[str, Any], specs: list[dict[str, Any]], arrays: list[np.ndarray],
+                     target: Any) -> tuple[Any, IncompatibleKeys]:
+    """``target`` with each leaf whose name, shape and dtype match a saved leaf replaced by it."""
+    saved_names = part.get("names")
+    if saved_names is None:
+        raise CheckpointError("the checkpoint does not name its leaves (it was written by an older funcopt), "
+                              "so it cannot be matched by name: load it with strict=True")
+    try:
+        with_path, treedef = jax.tree_util.tree_flatten_with_path(target)
+        names = param_names(target)
+    except Exception as e:  # noqa: BLE001 - report any flattening failure as a target problem
+        raise CheckpointError(f"the target is not a pytree jax can flatten ({e})") from e
+    if len(names) != len(with_path):
+        raise CheckpointError("the target's leaves cannot be named one by one, so they cannot be matched by name")
+    for side, side_names in (("checkpoint", saved_names), ("target", names)):
+        twice = duplicate_names(side_names)
+        if twice:
+            raise CheckpointError(f"the {side} has several leaves named {twice}, so they cannot be matched by name")
+    saved = dict(zip(saved_names, part["leaves"]))
+    like = {name: leaf for name, (_, leaf) in zip(names, with_path)}
+    restored: dict[str, Any] = {}
+
+    def fits(name: str) -> bool:
+        entry = saved[name]
+        try:
+            restored[name] = _restore_leaf(entry, _leaf_value(entry, arrays),
+                                           specs[entry["array"]] if "array" in entry else None, like[name], name)
+        except CheckpointError:
+            return False
+        return True
+
+    _, keys = match_names(names, saved_names, fits)
+    return treedef.unflatten([restored.get(name, leaf) for name, (_, leaf) in zip(names, with_path)]), keys
+
+
+def _check_named_by_tree(tree_names: list[str], groups: Any, what: str) -> None:
+    """Matching parameter values by their names in the params tree needs those to be the optimizer's names."""
+    group_names = [n for g in groups if isinstance(g, Mapping) for n in (g.get("param_names") or ())]
+    if sorted(tree_names) != sorted(group_names) or duplicate_names(group_names):
+        raise CheckpointError(f"{what} are not named by their place in the parameters (e.g. several groups "
+                              "given as a list), so strict=False cannot match their values by name: load with "
+                              "strict=True, or save with params=False")
+
+
+def _load_into_optimizer(meta: dict[str, Any], arrays: list[np.ndarray], opt: _Stateful,
+                         strict: bool) -> IncompatibleKeys | None:
     info = meta["optimizer"]
     if info["class"] != type(opt).__name__:
         raise CheckpointError(f"the checkpoint holds the state of a {info['class']} optimizer; it cannot be "
                               f"loaded into a {type(opt).__name__}")
     sd = _decode_part(info["state_dict"], arrays)
     new_params = None
+    param_keys = IncompatibleKeys([], [], [])
     if info["params"] is not None:
         try:
-            new_params = _restore_into(info["params"], meta["arrays"], arrays, opt.params)
+            if strict:
+                new_params = _restore_into(info["params"], meta["arrays"], arrays, opt.params)
+            else:
+                current = opt.params
+                _check_named_by_tree(param_names(current), opt.param_groups, "this optimizer's parameters")
+                if info["params"].get("names") is not None:
+                    _check_named_by_tree(info["params"]["names"], sd.get("param_groups", ()),
+                                         "the checkpoint's parameters")
+                new_params, param_keys = _restore_by_name(info["params"], meta["arrays"], arrays, current)
         except CheckpointError as e:
             raise CheckpointError(f"the checkpoint's parameters do not fit this optimizer: {e}") from e
     restore = _set_params(opt, new_params) if new_params is not None else None
     try:
-        opt.load_state_dict(sd)
+        result = opt.load_state_dict(sd) if strict else opt.load_state_dict(sd, strict=False)
     except BaseException as e:
         if restore is not None:
             restore()
@@ -694,9 +837,13 @@ def _load_into_optimizer(meta: dict[str, Any], arrays: list[np.ndarray], opt: Op
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise CheckpointError(f"the checkpoint does not fit this optimizer: {msg}") from e
         raise
+    if strict:
+        return None
+    # the state's report and the parameter values' (the same names, unless only one side fits)
+    return IncompatibleKeys(*(sorted(set(a) | set(b)) for a, b in zip(result, param_keys)))
 
 
-def _set_params(opt: Optimizer, tree: Any) -> Callable[[], None]:
+def _set_params(opt: _Stateful, tree: Any) -> Callable[[], None]:
     """Put ``tree`` (validated: the structure, shapes and dtypes of ``opt.params``) into the optimizer.
 
     Returns a function that puts the previous parameters back.
