@@ -117,7 +117,9 @@ def save(path: str | os.PathLike[str], obj: Any, *, params: bool | PyTree | None
 
     ``obj`` is either
 
-    * a stateful optimizer (:class:`funcopt.optim.Optimizer`): its
+    * a stateful optimizer (:class:`funcopt.optim.Optimizer`, or any object
+      with its public ``state_dict()``, ``load_state_dict()``,
+      ``param_groups`` and ``params``, the only members used): its
       ``state_dict()`` and, by default, the parameters it owns (its current
       :attr:`~funcopt.optim.Optimizer.params`), so that :func:`load` resumes
       training where it stopped. ``params=False`` saves the state only; a
