@@ -7,7 +7,8 @@ every array is one entry, stored as its raw bytes (extended dtypes such as
 ``bfloat16`` or ``float8_*`` as unsigned-integer views of the same width),
 and one more entry holds UTF-8 JSON metadata: the format name and version,
 what kind of object was saved, its tree structure with the Python scalars in
-it, and each array's dtype name, shape and SHA-256 digest.
+it, each leaf's key path and dotted name (what ``load(..., strict=False)``
+matches by), and each array's dtype name, shape and SHA-256 digest.
 
 Nothing is pickled in either direction: the archive is written with
 ``allow_pickle=False`` and read with ``np.load(..., allow_pickle=False)``, and
@@ -117,7 +118,9 @@ def save(path: str | os.PathLike[str], obj: Any, *, params: bool | PyTree | None
 
     ``obj`` is either
 
-    * a stateful optimizer (:class:`funcopt.optim.Optimizer`): its
+    * a stateful optimizer (:class:`funcopt.optim.Optimizer`, or any object
+      with its public ``state_dict()``, ``load_state_dict()``,
+      ``param_groups`` and ``params``, the only members used): its
       ``state_dict()`` and, by default, the parameters it owns (its current
       :attr:`~funcopt.optim.Optimizer.params`), so that :func:`load` resumes
       training where it stopped. ``params=False`` saves the state only; a
