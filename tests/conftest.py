@@ -21,3 +21,13 @@ def compiles():
     jax.monitoring.register_event_duration_secs_listener(listener)
     yield events
     jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests (marked ``slow``) run first.
+
+    pytest-xdist hands the first items out round-robin and the rest to whichever worker is free, so long
+    tests started first spread over the workers and the short ones fill the gaps; started last, one long
+    test can keep a worker busy after the other has finished everything else.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -41,6 +41,7 @@ def test_notebook_is_committed_without_outputs(name: str) -> None:
             assert not cell.outputs and cell.execution_count is None, f"{name} has outputs saved"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = nbformat.read(EXAMPLES / name, as_version=4)
