@@ -45,12 +45,9 @@ def adamax(
         eps: :math:`\epsilon`, added to :math:`|g_t|` (so :math:`u_t > 0`).
         weight_decay: L2 penalty :math:`\lambda` (needs ``params`` in ``update``).
         maximize: maximize the objective instead of minimizing.
-        mu_dtype: dtype of ``exp_avg`` (default: the parameter's).
-        nu_dtype: dtype of ``exp_inf``.
-        state_dtype: one dtype for both buffers, or a mapping by their names.
-        state_rounding: ``'nearest'`` or ``'stochastic'`` for bfloat16 state
-            (see :func:`funcopt.adam`).
-        seed: seed of the stochastic rounding.
+        mu_dtype, nu_dtype: dtypes of ``exp_avg`` and ``exp_inf`` (default: the parameter's).
+        state_dtype, state_rounding, seed: one dtype or a mapping by name, the rounding and its
+            seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.

@@ -53,12 +53,9 @@ def lamb(
         bias_correction: divide the moments by :math:`1 - \beta_i^t`.
         weight_decay: :math:`\lambda` (needs ``params`` in ``update``).
         always_adapt: apply the trust ratio also when the weight decay is 0.
-        mu_dtype: dtype of ``exp_avg`` (default: the parameter's).
-        nu_dtype: dtype of ``exp_avg_sq``.
-        state_dtype: one dtype for both buffers, or a mapping by their names.
-        state_rounding: ``'nearest'`` or ``'stochastic'`` for bfloat16 state
-            (see :func:`funcopt.adam`).
-        seed: seed of the stochastic rounding.
+        mu_dtype, nu_dtype: dtypes of ``exp_avg`` and ``exp_avg_sq`` (default: the parameter's).
+        state_dtype, state_rounding, seed: one dtype or a mapping by name, the rounding and its
+            seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`; ``update`` needs ``params``

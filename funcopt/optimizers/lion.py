@@ -44,10 +44,8 @@ def lion(
         weight_decay: :math:`\lambda`, decoupled (multiplied by ``lr``; needs
             ``params`` in ``update``).
         mu_dtype: dtype of ``exp_avg`` (default: the parameter's).
-        state_dtype: one dtype for ``exp_avg``, or ``{'exp_avg': dtype}``.
-        state_rounding: ``'nearest'`` or ``'stochastic'`` for bfloat16 state
-            (see :func:`funcopt.adam`).
-        seed: seed of the stochastic rounding.
+        state_dtype, state_rounding, seed: its dtype again (or ``{'exp_avg': dtype}``), the
+            rounding and its seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.

@@ -97,12 +97,9 @@ def radam(
         decoupled_weight_decay: decay the weights directly (as AdamW) instead of
             adding :math:`\lambda\theta` to the gradient.
         maximize: maximize the objective instead of minimizing.
-        mu_dtype: dtype of ``exp_avg`` (default: the parameter's).
-        nu_dtype: dtype of ``exp_avg_sq``.
-        state_dtype: one dtype for both buffers, or a mapping by their names.
-        state_rounding: ``'nearest'`` or ``'stochastic'`` for bfloat16 buffers
-            (see :func:`funcopt.adam`).
-        seed: seed of the stochastic rounding.
+        mu_dtype, nu_dtype: dtypes of ``exp_avg`` and ``exp_avg_sq`` (default: the parameter's).
+        state_dtype, state_rounding, seed: one dtype or a mapping by name, the rounding and its
+            seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.

@@ -48,10 +48,8 @@ def sgd(
         nesterov: use Nesterov momentum (needs momentum and zero dampening).
         maximize: maximize the objective instead of minimizing.
         mu_dtype: dtype of ``momentum_buffer`` (default: the parameter's).
-        state_dtype: one dtype for ``momentum_buffer``, or ``{'momentum_buffer': dtype}``.
-        state_rounding: ``'nearest'`` or ``'stochastic'`` for bfloat16 state
-            (see :func:`funcopt.adam`).
-        seed: seed of the stochastic rounding.
+        state_dtype, state_rounding, seed: its dtype again (or ``{'momentum_buffer': dtype}``), the
+            rounding and its seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.

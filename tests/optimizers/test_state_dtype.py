@@ -1,4 +1,4 @@
-"""State dtypes of the functional optimizers: storage, defaults, parity with a float64 reference, stochastic rounding."""
+"""State dtypes of the functional optimizers: storage, defaults, float64 parity, stochastic rounding."""
 
 import functools
 
