@@ -24,6 +24,9 @@ DTypeLike = Any
 
 ROUNDINGS = ("nearest", "stochastic")
 
+STATE_DTYPE_ARGS = ("mu_dtype", "nu_dtype", "state_dtype", "state_rounding", "seed")
+"""The keyword-only arguments beyond torch's that the optimizers with configurable state dtypes take."""
+
 
 class StatePrecision(NamedTuple):
     """Resolved storage of an optimizer's state buffers.

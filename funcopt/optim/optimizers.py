@@ -12,12 +12,13 @@ import jax
 import numpy as np
 
 import funcopt.optimizers as F
+from funcopt._src.state_dtype import STATE_DTYPE_ARGS
 from funcopt.optim import _fused
 from funcopt.optim.optimizer import Optimizer
 
 _FOREACH_FUSED = {"foreach": None, "differentiable": False, "fused": None}
 # funcopt's keyword-only state-dtype options (see funcopt.adam), after torch's own
-_STATE_DTYPE = ", mu_dtype, nu_dtype, state_dtype, state_rounding, seed"
+_STATE_DTYPE = "".join(f", {name}" for name in STATE_DTYPE_ARGS)
 
 
 def _check_foreach_arrays(hp) -> None:
