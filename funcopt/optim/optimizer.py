@@ -1509,7 +1509,8 @@ def _carry_slots(old: Any, new: Any) -> Any:
         slots = dict(node.slots)
         for k in slots:
             if k in src.slots and jax.tree.structure(src.slots[k]) == jax.tree.structure(slots[k]):
-                slots[k] = src.slots[k]
+                # in the rebuilt state's dtypes: a new state_dtype applies to the carried values
+                slots[k] = jax.tree.map(lambda old, fresh: old.astype(fresh.dtype), src.slots[k], slots[k])
         return node._replace(step=src.step, slots=slots)
 
     return jax.tree.map(replace, new, is_leaf=lambda x: isinstance(x, OptimizerState))

@@ -76,6 +76,18 @@ def test_state_dict_round_trip_continues_bit_identically(rounding):
             np.testing.assert_array_equal(v, fresh.state_dict()["state"][i][k])
 
 
+def test_changing_state_dtype_in_param_groups_converts_the_state():
+    opt = _steps(fo.optim.Adam(_params(), lr=0.01), 0, 2)
+    before = opt.state_dict()["state"][0]["exp_avg"]
+    opt.param_groups[0]["state_dtype"] = "bfloat16"
+    _steps(opt, 2, 1)
+    after = opt.state_dict()["state"][0]
+    assert after["exp_avg"].dtype == np.dtype(ml_dtypes.bfloat16)
+    assert after["exp_avg_sq"].dtype == np.dtype(ml_dtypes.bfloat16)
+    assert not np.array_equal(after["exp_avg"].astype(np.float32), before)  # it stepped on from the old values
+    assert float(after["step"]) == 3.0
+
+
 def test_save_and_load_keep_bfloat16_state(tmp_path):
     opt = _steps(fo.optim.Adam(_params(), lr=0.01, state_dtype=BF16), 0, 2)
     fo.save(tmp_path / "ckpt.npz", opt)
