@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, floating_only
+from funcopt._src.state_dtype import StatePrecision
 from funcopt._src.tree import shard_like, strip_variables
 
 Schedule = Callable[[jax.Array], Any]
@@ -34,11 +35,15 @@ class OptimizerState(NamedTuple):
             tuple hyperparameter such as ``betas`` is a tuple of arrays.
         slots: per-parameter state by torch's names (``'exp_avg'``...), each a
             pytree with the structure of the parameters.
+        rng: the key of stochastic rounding (raw uint32 key data) when an
+            optimizer stores bfloat16 state with ``state_rounding='stochastic'``;
+            else None. It stays fixed: each update draws from it and the step.
     """
 
     step: jax.Array
     hparams: dict[str, Any]
     slots: dict[str, PyTree]
+    rng: jax.Array | None = None
 
 
 def float_dtype() -> jnp.dtype:
@@ -180,6 +185,7 @@ def per_leaf_optimizer(
     leaf_init: LeafInit | None = None,
     needs_params: bool = False,
     complex_as_real: bool = True,
+    precision: StatePrecision | None = None,
     name: str = "optimizer",
 ) -> GradientTransformation:
     """Build an optimizer from a per-leaf update rule.
@@ -194,6 +200,10 @@ def per_leaf_optimizer(
 
     ``leaf_init(p, hp)`` returns the initial slots of one leaf; by default each
     slot is ``zeros_like(p)``.
+
+    ``precision`` (from :func:`funcopt._src.state_dtype.state_precision`) sets the
+    dtype slots are stored in: ``leaf_update`` still computes in the leaf's compute
+    dtype, and each new slot is rounded into its buffer's dtype on the way out.
 
     Only floating leaves reach ``leaf_update`` and ``leaf_init`` (see
     :func:`funcopt.floating_only`): the others keep no slots and
@@ -224,10 +234,14 @@ def per_leaf_optimizer(
         per_leaf = []
         for p in map(jnp.asarray, leaves):
             leaf_slots = init_leaf(p, cast_hparams(hp, compute_dtype(p.dtype)))
+            if precision is not None:
+                leaf_slots = {k: v.astype(precision.dtype_for(k, p.dtype)) if k in precision.names else v
+                              for k, v in leaf_slots.items()}
             # State follows its parameter's sharding, also under jax.jit (fresh constants would not).
             per_leaf.append({k: v if v is None else _own_buffer(shard_like(v, p)) for k, v in leaf_slots.items()})
         slot_trees = {k: treedef.unflatten([s[k] for s in per_leaf]) for k in slots}
-        return OptimizerState(step=jnp.zeros([], jnp.int32), hparams=hp, slots=slot_trees)
+        rng = precision.key() if precision is not None and precision.stochastic else None
+        return OptimizerState(step=jnp.zeros([], jnp.int32), hparams=hp, slots=slot_trees, rng=rng)
 
     def update(grads, state, params=None, **extra):
         del extra
@@ -249,6 +263,9 @@ def per_leaf_optimizer(
         p_leaves = treedef.flatten_up_to(params) if params is not None else [None] * len(g_leaves)
         s_leaves = {k: treedef.flatten_up_to(state.slots[k]) for k in slots}
         new_updates, new_slots = [], {k: [] for k in slots}
+        keys = [None] * (len(g_leaves) * len(slots))
+        if precision is not None and precision.stochastic:
+            keys = precision.update_keys(state.rng, step, len(keys))
         for i, g in enumerate(g_leaves):
             g = jnp.asarray(g)
             p = None if p_leaves[i] is None else jnp.asarray(p_leaves[i])
@@ -272,11 +289,14 @@ def per_leaf_optimizer(
                 s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
                          for k, v in s_new.items()}
             new_updates.append(u.astype(out_dtype))
-            for k in slots:
-                new_slots[k].append(s_new[k].astype(leaf_slots[k].dtype))
+            for j, k in enumerate(slots):
+                if precision is None:
+                    new_slots[k].append(s_new[k].astype(leaf_slots[k].dtype))
+                else:
+                    new_slots[k].append(precision.store(s_new[k], leaf_slots[k].dtype, keys[i * len(slots) + j]))
         updates = treedef.unflatten(new_updates)
         slot_trees = {k: treedef.unflatten(v) for k, v in new_slots.items()}
-        return updates, OptimizerState(step=step, hparams=hp, slots=slot_trees)
+        return updates, OptimizerState(step=step, hparams=hp, slots=slot_trees, rng=state.rng)
 
     return floating_only(GradientTransformation(init, update))
 

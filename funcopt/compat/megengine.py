@@ -91,6 +91,12 @@ def _adadelta(lr: HParam = 1.0, rho: HParam = 0.9, eps: HParam = 1e-6,
     return F.adadelta(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
 
 
+def _lamb(lr: HParam, betas: tuple[HParam, HParam] = (0.9, 0.999), eps: HParam = 1e-8, bias_correction: bool = True,
+          weight_decay: HParam = 0.0, always_adapt: bool = False) -> GradientTransformation:
+    return F.lamb(lr=lr, betas=betas, eps=eps, bias_correction=bias_correction, weight_decay=weight_decay,
+                  always_adapt=always_adapt)
+
+
 class SGD(Optimizer):
     r"""``megengine.optimizer.SGD(params, lr, momentum=0.0, nesterov=False, weight_decay=0.0)``.
 
@@ -224,7 +230,7 @@ class LAMB(Optimizer):
         Array([2.6464467, 4.3535533], dtype=float32)
     """
 
-    factory = staticmethod(F.lamb)
+    factory = staticmethod(_lamb)
     elementwise = False
 
 

@@ -24,6 +24,9 @@ def fusable(storage: list[jax.Array], state: Any, hp_values: Mapping[str, Any],
         return False  # amsgrad keeps a third moment: XLA's loops
     if static_values.get("amsgrad") or any(callable(v) for v in jax.tree.leaves(dict(hp_values))):
         return False
+    if state.rng is not None or any(m.dtype != p.dtype for slot in state.slots.values()
+                                    for m, p in zip(slot, storage)):
+        return False  # the kernel keeps moments in the parameters' dtype, rounded to nearest: XLA's step
     return all(native.supports(x.dtype) and x.ndim == 1 and {d.platform for d in x.devices()} == {"cpu"}
                for x in storage)
 
@@ -53,4 +56,4 @@ def _adam_step(params: list[jax.Array], grads: list[jax.Array], state: Optimizer
         new_p.append(p)
         new_m.append(m)
         new_v.append(v)
-    return new_p, OptimizerState(step=step, hparams=hp, slots={"exp_avg": new_m, "exp_avg_sq": new_v})
+    return new_p, state._replace(step=step, slots={"exp_avg": new_m, "exp_avg_sq": new_v})

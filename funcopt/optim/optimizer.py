@@ -100,6 +100,10 @@ def _plain(value: Any) -> Any:
     """A hyperparameter value as a plain Python value for param_groups / state_dict."""
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):  # a state_dtype mapping
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.dtype) or (isinstance(value, type) and hasattr(value, "dtype")):
+        return jnp.dtype(value).name  # a state dtype (jnp.bfloat16) by name, as JSON and torch keep it
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor in a torch state_dict
         value = _to_numpy(value)
     if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.size(value) == 1:
@@ -1505,7 +1509,8 @@ def _carry_slots(old: Any, new: Any) -> Any:
         slots = dict(node.slots)
         for k in slots:
             if k in src.slots and jax.tree.structure(src.slots[k]) == jax.tree.structure(slots[k]):
-                slots[k] = src.slots[k]
+                # in the rebuilt state's dtypes: a new state_dtype applies to the carried values
+                slots[k] = jax.tree.map(lambda old, fresh: old.astype(fresh.dtype), src.slots[k], slots[k])
         return node._replace(step=src.step, slots=slots)
 
     return jax.tree.map(replace, new, is_leaf=lambda x: isinstance(x, OptimizerState))

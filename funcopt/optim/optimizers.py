@@ -12,10 +12,13 @@ import jax
 import numpy as np
 
 import funcopt.optimizers as F
+from funcopt._src.state_dtype import STATE_DTYPE_ARGS
 from funcopt.optim import _fused
 from funcopt.optim.optimizer import Optimizer
 
 _FOREACH_FUSED = {"foreach": None, "differentiable": False, "fused": None}
+# funcopt's keyword-only state-dtype options (see funcopt.adam), after torch's own
+_STATE_DTYPE = "".join(f", {name}" for name in STATE_DTYPE_ARGS)
 
 
 def _check_foreach_arrays(hp) -> None:
@@ -66,7 +69,7 @@ class Adam(Optimizer):
     factory = staticmethod(F.adam)
     signature = (
         "lr, betas, eps, weight_decay, amsgrad, *"
-        ", foreach, maximize, capturable, differentiable, fused, decoupled_weight_decay"
+        ", foreach, maximize, capturable, differentiable, fused, decoupled_weight_decay" + _STATE_DTYPE
     )
     torch_options = _CAPTURABLE
     fused_step = staticmethod(_fused.adam_step)
@@ -147,7 +150,7 @@ class Adamax(Optimizer):
     """
 
     factory = staticmethod(F.adamax)
-    signature = "lr, betas, eps, weight_decay, foreach, *, maximize, differentiable, capturable"
+    signature = "lr, betas, eps, weight_decay, foreach, *, maximize, differentiable, capturable" + _STATE_DTYPE
     torch_options = _CAPTURABLE_NO_FUSED
 
 
@@ -179,7 +182,7 @@ class NAdam(Optimizer):
     factory = staticmethod(F.nadam)
     signature = (
         "lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, *"
-        ", foreach, maximize, capturable, differentiable"
+        ", foreach, maximize, capturable, differentiable" + _STATE_DTYPE
     )
     torch_options = _CAPTURABLE_NO_FUSED
 
@@ -195,7 +198,8 @@ class RAdam(Optimizer):
     """
 
     factory = staticmethod(F.radam)
-    signature = "lr, betas, eps, weight_decay, decoupled_weight_decay, *, foreach, maximize, capturable, differentiable"
+    signature = ("lr, betas, eps, weight_decay, decoupled_weight_decay, *, foreach, maximize, capturable, "
+                 "differentiable" + _STATE_DTYPE)
     torch_options = _CAPTURABLE_NO_FUSED
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.hparams import check_hparam, is_static_zero
@@ -45,3 +47,44 @@ def l2(g: jax.Array, p: jax.Array | None, weight_decay: jax.Array) -> jax.Array:
     the compiled update does not read the parameters for it.
     """
     return g if p is None or is_static_zero(weight_decay) else g + weight_decay * p
+
+
+def decay_and_moments(g: jax.Array, p: jax.Array | None, slots: Mapping[str, jax.Array], hp: Mapping[str, Any], *,
+                      maximize: bool, decoupled: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    r"""The start of torch's Adam, AdamW, NAdam and RAdam: the decay, then both moments.
+
+    With ``decoupled`` the weights decay directly (the returned ``decay`` is
+    :math:`-\gamma\lambda\theta`, zero without params), else the gradient gets the
+    L2 term :math:`\lambda\theta`. Then, with :math:`g` the resulting gradient,
+
+    .. math::
+
+        m_t = m_{t-1} + (1 - \beta_1)(g - m_{t-1}), \qquad v_t = \beta_2 v_{t-1} + (1 - \beta_2) g^2
+
+    (torch's ``lerp`` form of the first moment).
+
+    Returns:
+        ``(g, decay, exp_avg, exp_avg_sq)``: the gradient the step uses, the decay
+        term of the update, :math:`m_t` and :math:`v_t`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import decay_and_moments
+        >>> hp = {'lr': 0.1, 'weight_decay': 0.5, 'betas': (0.5, 0.75)}
+        >>> slots = {'exp_avg': jnp.zeros(1), 'exp_avg_sq': jnp.zeros(1)}
+        >>> g, decay, m, v = decay_and_moments(jnp.ones(1), jnp.full(1, 2.0), slots, hp,
+        ...                                    maximize=False, decoupled=False)
+        >>> float(g[0]), float(decay[0]), float(m[0]), float(v[0])  # g = 1 + 0.5 * 2
+        (2.0, 0.0, 1.0, 1.0)
+    """
+    beta1, beta2 = hp["betas"]
+    g = signed(g, maximize)
+    decay = jnp.zeros_like(g)
+    if decoupled:
+        if p is not None:
+            decay = -hp["lr"] * hp["weight_decay"] * p
+    else:
+        g = l2(g, p, hp["weight_decay"])
+    exp_avg = slots["exp_avg"] + (1 - beta1) * (g - slots["exp_avg"])
+    exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
+    return g, decay, exp_avg, exp_avg_sq

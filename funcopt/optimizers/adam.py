@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, l2, signed
+from funcopt._src.state_dtype import DTypeLike, state_precision
+from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, decay_and_moments, l2
+
+ADAM_BUFFERS = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu"}
+"""Adam's state buffers by torch's names, with the dtype argument (``mu_dtype`` / ``nu_dtype``) of each."""
 
 
 def adam(
@@ -18,6 +24,11 @@ def adam(
     *,
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""Adam (torch.optim.Adam), with torch's defaults, amsgrad and decoupled decay.
 
@@ -45,6 +56,16 @@ def adam(
         maximize: maximize the objective instead of minimizing.
         decoupled_weight_decay: decay the weights directly (AdamW) instead of
             adding :math:`\lambda\theta` to the gradient.
+        mu_dtype: dtype of ``exp_avg`` (default: the parameter's).
+        nu_dtype: dtype of ``exp_avg_sq`` and ``max_exp_avg_sq``.
+        state_dtype: one dtype for all three buffers, or a mapping by their names.
+        state_rounding: how a new value is stored in a bfloat16 buffer:
+            ``'nearest'`` or ``'stochastic'`` (unbiased; the key lives in the state).
+        seed: seed of the stochastic rounding.
+
+    The update is computed in float32 (or the parameter's dtype if wider) and
+    only the store rounds to each buffer's dtype: ``mu_dtype=jnp.bfloat16,
+    nu_dtype=jnp.bfloat16`` halves the state, 4 bytes per parameter instead of 8.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.
@@ -62,19 +83,15 @@ def adam(
     check_eps(eps)
     check_betas(betas, same_kind=True)
     check_weight_decay(weight_decay)
+    precision = state_precision(ADAM_BUFFERS if amsgrad else {"exp_avg": "mu", "exp_avg_sq": "nu"},
+                                state_dtype=state_dtype, mu_dtype=mu_dtype, nu_dtype=nu_dtype,
+                                state_rounding=state_rounding, seed=seed)
 
     def leaf_update(g, p, slots, hp, step):
-        lr_, eps_, wd = hp["lr"], hp["eps"], hp["weight_decay"]
+        lr_, eps_ = hp["lr"], hp["eps"]
         beta1, beta2 = hp["betas"]
-        g = signed(g, maximize)
-        decay = jnp.zeros_like(g)
-        if decoupled_weight_decay:
-            if p is not None:
-                decay = -lr_ * wd * p
-        else:
-            g = l2(g, p, wd)
-        exp_avg = slots["exp_avg"] + (1 - beta1) * (g - slots["exp_avg"])
-        exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
+        g, decay, exp_avg, exp_avg_sq = decay_and_moments(g, p, slots, hp, maximize=maximize,
+                                                          decoupled=decoupled_weight_decay)
         t = step.astype(g.dtype)
         bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
@@ -91,6 +108,7 @@ def adam(
         slots=("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
+        precision=precision,
         name="adamw" if decoupled_weight_decay else "adam",
     )
 
@@ -103,6 +121,11 @@ def adamw(
     amsgrad: bool = False,
     *,
     maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 0.01.
 
@@ -114,6 +137,8 @@ def adamw(
 
     with :math:`m_t, \hat v_t` as in :func:`funcopt.adam`. Note optax's
     ``adamw`` defaults to a weight decay of 1e-4; torch's (and ours) is 1e-2.
+    The state-dtype arguments (``mu_dtype``, ``nu_dtype``, ``state_dtype``,
+    ``state_rounding``, ``seed``) are :func:`funcopt.adam`'s.
 
     Example:
         >>> import jax.numpy as jnp
@@ -124,7 +149,9 @@ def adamw(
         >>> fo.apply_updates(params, updates)['w']
         Array([0.85], dtype=float32)
     """
-    return adam(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True)
+    return adam(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                mu_dtype=mu_dtype, nu_dtype=nu_dtype, state_dtype=state_dtype, state_rounding=state_rounding,
+                seed=seed)
 
 
 def adam_mindspore(

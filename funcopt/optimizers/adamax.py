@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
+from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, l2, signed
 
 
@@ -16,6 +19,11 @@ def adamax(
     weight_decay: HParam = 0,
     *,
     maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""Adamax (torch.optim.Adamax): Adam with an exponentially weighted infinity norm.
 
@@ -37,6 +45,9 @@ def adamax(
         eps: :math:`\epsilon`, added to :math:`|g_t|` (so :math:`u_t > 0`).
         weight_decay: L2 penalty :math:`\lambda` (needs ``params`` in ``update``).
         maximize: maximize the objective instead of minimizing.
+        mu_dtype, nu_dtype: dtypes of ``exp_avg`` and ``exp_inf`` (default: the parameter's).
+        state_dtype, state_rounding, seed: one dtype or a mapping by name, the rounding and its
+            seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.
@@ -58,6 +69,9 @@ def adamax(
     check_betas(betas)
     check_weight_decay(weight_decay)
 
+    precision = state_precision({"exp_avg": "mu", "exp_inf": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
+                                nu_dtype=nu_dtype, state_rounding=state_rounding, seed=seed)
+
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
         g = l2(signed(g, maximize), p, hp["weight_decay"])
@@ -71,6 +85,7 @@ def adamax(
         slots=("exp_avg", "exp_inf"),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
+        precision=precision,
         name="adamax",
     )
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
+from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay
 
 
@@ -16,6 +19,12 @@ def lamb(
     bias_correction: bool = True,
     weight_decay: HParam = 0.0,
     always_adapt: bool = False,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning"), as megengine.optimizer.LAMB.
 
@@ -44,6 +53,9 @@ def lamb(
         bias_correction: divide the moments by :math:`1 - \beta_i^t`.
         weight_decay: :math:`\lambda` (needs ``params`` in ``update``).
         always_adapt: apply the trust ratio also when the weight decay is 0.
+        mu_dtype, nu_dtype: dtypes of ``exp_avg`` and ``exp_avg_sq`` (default: the parameter's).
+        state_dtype, state_rounding, seed: one dtype or a mapping by name, the rounding and its
+            seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`; ``update`` needs ``params``
@@ -62,6 +74,9 @@ def lamb(
     check_eps(eps)
     check_betas(betas)
     check_weight_decay(weight_decay)
+
+    precision = state_precision({"exp_avg": "mu", "exp_avg_sq": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
+                                nu_dtype=nu_dtype, state_rounding=state_rounding, seed=seed)
 
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
@@ -89,5 +104,6 @@ def lamb(
         slots=("exp_avg", "exp_avg_sq"),
         leaf_update=leaf_update,
         needs_params=always_adapt or not is_static_zero(weight_decay),
+        precision=precision,
         name="lamb",
     )

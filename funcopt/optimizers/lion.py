@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
+from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import check_betas, check_lr, check_weight_decay
 
 
@@ -13,6 +16,11 @@ def lion(
     lr: HParam = 1e-4,
     betas: tuple[HParam, HParam] = (0.9, 0.99),
     weight_decay: HParam = 0.0,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""Lion, the sign-momentum optimizer of Chen et al. 2023 (Symbolic Discovery of Optimization Algorithms).
 
@@ -35,6 +43,9 @@ def lion(
             momentum decay, each in [0, 1).
         weight_decay: :math:`\lambda`, decoupled (multiplied by ``lr``; needs
             ``params`` in ``update``).
+        mu_dtype: dtype of ``exp_avg`` (default: the parameter's).
+        state_dtype, state_rounding, seed: its dtype again (or ``{'exp_avg': dtype}``), the
+            rounding and its seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.
@@ -52,6 +63,9 @@ def lion(
     check_betas(betas)
     check_weight_decay(weight_decay)
 
+    precision = state_precision({"exp_avg": "mu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
+                                state_rounding=state_rounding, seed=seed)
+
     def leaf_update(g, p, slots, hp, step):
         del step
         beta1, beta2 = hp["betas"]
@@ -67,5 +81,6 @@ def lion(
         slots=("exp_avg",),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
+        precision=precision,
         name="lion",
     )

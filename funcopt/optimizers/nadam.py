@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, l2, signed
+from funcopt._src.state_dtype import DTypeLike, state_precision
+from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, decay_and_moments
 
 
 def nadam(
@@ -18,6 +21,11 @@ def nadam(
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""NAdam (torch.optim.NAdam): Adam with Nesterov momentum and a momentum schedule.
 
@@ -53,6 +61,9 @@ def nadam(
         decoupled_weight_decay: decay the weights directly (as AdamW, giving
             NAdamW) instead of adding :math:`\lambda\theta` to the gradient.
         maximize: maximize the objective instead of minimizing.
+        mu_dtype, nu_dtype: dtypes of ``exp_avg`` and ``exp_avg_sq`` (default: the parameter's).
+        state_dtype, state_rounding, seed: one dtype or a mapping by name, the rounding and its
+            seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.
@@ -75,27 +86,23 @@ def nadam(
     check_weight_decay(weight_decay)
     check_hparam(momentum_decay, "momentum_decay", "Invalid momentum_decay value: {}", lambda v: v >= 0)
 
+    precision = state_precision({"exp_avg": "mu", "exp_avg_sq": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
+                                nu_dtype=nu_dtype, state_rounding=state_rounding, seed=seed)
+
     def leaf_init(p, hp):
         # hp arrives in the leaf's compute dtype: its real part gives the scalar's precision.
         return {"exp_avg": jnp.zeros_like(p), "exp_avg_sq": jnp.zeros_like(p),
                 "mu_product": jnp.ones_like(jnp.real(hp["lr"]))}
 
     def leaf_update(g, p, slots, hp, step):
-        lr_, eps_, wd, psi = hp["lr"], hp["eps"], hp["weight_decay"], hp["momentum_decay"]
+        lr_, eps_, psi = hp["lr"], hp["eps"], hp["momentum_decay"]
         beta1, beta2 = hp["betas"]
-        g = signed(g, maximize)
-        decay = jnp.zeros_like(g)
-        if decoupled_weight_decay:
-            if p is not None:
-                decay = -lr_ * wd * p
-        else:
-            g = l2(g, p, wd)
+        g, decay, exp_avg, exp_avg_sq = decay_and_moments(g, p, slots, hp, maximize=maximize,
+                                                          decoupled=decoupled_weight_decay)
         t = step.astype(g.dtype)
         mu = beta1 * (1 - 0.5 * 0.96 ** (t * psi))
         mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
         mu_product = slots["mu_product"].astype(g.dtype) * mu
-        exp_avg = slots["exp_avg"] + (1 - beta1) * (g - slots["exp_avg"])
-        exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
         # 1 - beta2**t without cancellation when beta2**t is close to 1.
         bias_correction2 = -jnp.expm1(t * jnp.log1p(beta2 - 1))
         denom = jnp.sqrt(exp_avg_sq / bias_correction2) + eps_
@@ -111,5 +118,6 @@ def nadam(
         leaf_update=leaf_update,
         leaf_init=leaf_init,
         needs_params=not is_static_zero(weight_decay),
+        precision=precision,
         name="nadamw" if decoupled_weight_decay else "nadam",
     )

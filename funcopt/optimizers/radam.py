@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, l2, signed
+from funcopt._src.state_dtype import DTypeLike, state_precision
+from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, decay_and_moments
 
 # Coefficients of the power series of expm1(x) - x and of -log1p(-d) - d, from x^2 / d^2 on.
 _EXPM1_SERIES = tuple(1 / math.factorial(k) for k in range(2, 17))
@@ -58,6 +60,11 @@ def radam(
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""RAdam (torch.optim.RAdam): Adam whose adaptive step is switched on once its variance is tractable.
 
@@ -90,6 +97,9 @@ def radam(
         decoupled_weight_decay: decay the weights directly (as AdamW) instead of
             adding :math:`\lambda\theta` to the gradient.
         maximize: maximize the objective instead of minimizing.
+        mu_dtype, nu_dtype: dtypes of ``exp_avg`` and ``exp_avg_sq`` (default: the parameter's).
+        state_dtype, state_rounding, seed: one dtype or a mapping by name, the rounding and its
+            seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.
@@ -109,18 +119,14 @@ def radam(
     check_betas(betas)
     check_weight_decay(weight_decay)
 
+    precision = state_precision({"exp_avg": "mu", "exp_avg_sq": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
+                                nu_dtype=nu_dtype, state_rounding=state_rounding, seed=seed)
+
     def leaf_update(g, p, slots, hp, step):
-        lr_, eps_, wd = hp["lr"], hp["eps"], hp["weight_decay"]
+        lr_, eps_ = hp["lr"], hp["eps"]
         beta1, beta2 = hp["betas"]
-        g = signed(g, maximize)
-        decay = jnp.zeros_like(g)
-        if decoupled_weight_decay:
-            if p is not None:
-                decay = -lr_ * wd * p
-        else:
-            g = l2(g, p, wd)
-        exp_avg = slots["exp_avg"] + (1 - beta1) * (g - slots["exp_avg"])
-        exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
+        g, decay, exp_avg, exp_avg_sq = decay_and_moments(g, p, slots, hp, maximize=maximize,
+                                                          decoupled=decoupled_weight_decay)
         t = step.astype(g.dtype)
         bias_corrected_exp_avg = exp_avg / _one_minus_pow(beta1, t)
         rho_inf = 2 / (1 - beta2) - 1
@@ -140,5 +146,6 @@ def radam(
         slots=("exp_avg", "exp_avg_sq"),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
+        precision=precision,
         name="radam",
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
+from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import check_lr, check_weight_decay, l2, signed
 
 
@@ -17,6 +20,10 @@ def sgd(
     nesterov: bool = False,
     *,
     maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    state_dtype: DTypeLike | Mapping[str, DTypeLike] | None = None,
+    state_rounding: str = "nearest",
+    seed: int = 0,
 ) -> GradientTransformation:
     r"""Stochastic gradient descent, optionally with momentum (torch.optim.SGD).
 
@@ -40,6 +47,9 @@ def sgd(
         weight_decay: L2 penalty :math:`\lambda` (needs ``params`` in ``update``).
         nesterov: use Nesterov momentum (needs momentum and zero dampening).
         maximize: maximize the objective instead of minimizing.
+        mu_dtype: dtype of ``momentum_buffer`` (default: the parameter's).
+        state_dtype, state_rounding, seed: its dtype again (or ``{'momentum_buffer': dtype}``), the
+            rounding and its seed, as in :func:`funcopt.adam`.
 
     Returns:
         A :class:`funcopt.GradientTransformation`.
@@ -63,6 +73,9 @@ def sgd(
     if nesterov and (not has_momentum or not is_static_zero(dampening)):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
+    precision = state_precision({"momentum_buffer": "mu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
+                                state_rounding=state_rounding, seed=seed)
+
     def leaf_update(g, p, slots, hp, step):
         g = l2(signed(g, maximize), p, hp["weight_decay"])
         new_slots = {}
@@ -78,6 +91,7 @@ def sgd(
         slots=("momentum_buffer",) if has_momentum else (),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
+        precision=precision,
         name="sgd",
     )
 

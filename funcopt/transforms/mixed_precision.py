@@ -81,7 +81,7 @@ def _per_param_mask(inner: GradientTransformation, master: PyTree, master_dtype:
     def node(x):
         if isinstance(x, OptimizerState):
             return x._replace(step=False, hparams=jax.tree.map(lambda _: False, x.hparams),
-                              slots=jax.tree.map(is_float, x.slots))
+                              slots=jax.tree.map(is_float, x.slots), rng=None if x.rng is None else False)
         return is_float(x) and len(x.shape) > 0
 
     state = jax.eval_shape(inner.init, master)
