@@ -321,7 +321,16 @@ def cast_hparams(hp: Mapping[str, Any], dtype: jnp.dtype) -> dict[str, Any]:
     return {k: jax.tree.map(lambda v: v.astype(dtype), v) for k, v in hp.items()}
 
 
-def _states(state: PyTree) -> list[OptimizerState]:
+def optimizer_states(state: PyTree) -> list[OptimizerState]:
+    """The :class:`OptimizerState` nodes of ``state`` (a chain, a partition, one optimizer's state), in order.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import funcopt as fo
+        >>> from funcopt._src.hparams import optimizer_states
+        >>> [sorted(s.slots) for s in optimizer_states(fo.adam(lr=1e-3).init({'w': jnp.zeros(3)}))]
+        [['exp_avg', 'exp_avg_sq']]
+    """
     return [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, OptimizerState))
             if isinstance(s, OptimizerState)]
 
@@ -344,10 +353,14 @@ def get_hparams(state: PyTree) -> dict[str, Any]:
         0.001
     """
     out: dict[str, Any] = {}
-    for s in _states(state):
+    for s in optimizer_states(state):
         for k, v in s.hparams.items():
             out.setdefault(k, strip_variables(v))
     return out
+
+
+def _shaped(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return x if x.shape == shape else x.reshape(shape)  # an eager reshape would compile, even a no-op one
 
 
 def set_hparams(state: PyTree, **values: Any) -> PyTree:
@@ -384,7 +397,7 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
                 found.add(k)
                 old = hp[k]
                 try:
-                    new = jax.tree.map(lambda o, n: hparam_array(n, o.dtype).reshape(o.shape),
+                    new = jax.tree.map(lambda o, n: _shaped(hparam_array(n, o.dtype), o.shape),
                                        strip_variables(old), v)
                     # rebuilt in the old structure, so wrappers such as nnx Variables stay as they were
                     hp[k] = jax.tree.structure(old).unflatten(jax.tree.leaves(new))
@@ -396,6 +409,6 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
     new_state = jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, OptimizerState))
     missing = set(values) - found
     if missing:
-        known = sorted({k for s in _states(state) for k in s.hparams})
+        known = sorted({k for s in optimizer_states(state) for k in s.hparams})
         raise KeyError(f"unknown hyperparameter(s) {sorted(missing)}; this state holds {known}")
     return new_state

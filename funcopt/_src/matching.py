@@ -29,6 +29,11 @@ class IncompatibleKeys(NamedTuple):
         (['head.kernel'], ['layer2.kernel'], [])
         >>> not any(fo.IncompatibleKeys([], [], []))  # everything matched
         True
+        >>> import jax.numpy as jnp
+        >>> old = fo.optim.Adam([('w', jnp.ones(2)), ('old', jnp.ones(1))])
+        >>> new = fo.optim.Adam([('w', jnp.ones(2)), ('head', jnp.ones(3))])
+        >>> new.load_state_dict(old.state_dict(), strict=False)
+        IncompatibleKeys(missing_keys=['head'], unexpected_keys=['old'], mismatched_keys=[])
     """
 
     missing_keys: list[str]

@@ -37,7 +37,7 @@ from funcopt._src.hparams import HParam, concrete_value, float_dtype
 from funcopt._src.tree import tree_all_finite
 from funcopt.optim import clip_grad as _torch_clip
 from funcopt.optim import guard
-from funcopt.optim.optimizer import Optimizer, _grad_storage, _replace_grad_storage
+from funcopt.optim.optimizer import Optimizer
 from funcopt.optimizers.adagrad import adagrad_megengine
 from funcopt.transforms.clipping import clip_by_value, global_norm
 from funcopt.transforms.clipping import clip_grad_norm as _clip_grad_norm_transform
@@ -409,9 +409,9 @@ def clip_grad_value(tensors: Any, lower: float, upper: float) -> Any:
     if opts is None:
         return tx.update(tensors, tx.init(tensors))[0]
     for opt in opts:
-        storage = _grad_storage(opt)
+        storage = opt.grad_storage()
         if storage is not None:
-            _replace_grad_storage(opt, tx.update(storage, tx.init(storage))[0])
+            opt.set_grad_storage(tx.update(storage, tx.init(storage))[0])
     return None
 
 
@@ -660,7 +660,7 @@ class GradScaler:
         if opts is None:
             raise TypeError("unscale takes a funcopt optimizer, a GradManager or a list of them, "
                             f"got {type(grad_tensors).__name__}")
-        storages = [(opt, _grad_storage(opt)) for opt in opts]
+        storages = [(opt, opt.grad_storage()) for opt in opts]
         storages = [(opt, s) for opt, s in storages if s is not None]
         unscaled = [(opt, self._scale.unscale(s)) for opt, s in storages]
         if self.growth_interval != 0 and unscaled and not bool(tree_all_finite([u for _, u in unscaled])):
@@ -669,7 +669,7 @@ class GradScaler:
                 opt.clear_grad()
             return self
         for opt, u in unscaled:
-            _replace_grad_storage(opt, u)
+            opt.set_grad_storage(u)
         return self
 
     def update(self, new_scale: float | None = None) -> None:

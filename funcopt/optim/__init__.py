@@ -5,7 +5,7 @@ from funcopt.optim.clip_grad import clip_grad_norm_, clip_grad_value_, clip_grad
 from funcopt.optim.groups import param_groups
 from funcopt.optim.interop import to_torch
 from funcopt.optim.lbfgs import LBFGS
-from funcopt.optim.optimizer import Optimizer, RemovableHandle
+from funcopt.optim.optimizer import IncompatibleKeys, Optimizer, RemovableHandle
 from funcopt.optim.optimizers import (
     ASGD,
     FTRL,
@@ -42,6 +42,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "IncompatibleKeys",
     "Lion",
     "Momentum",
     "Muon",

@@ -25,6 +25,7 @@ import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
 from funcopt._src.tree import path_name
+from funcopt.optim._util import is_array
 
 
 def _nnx() -> Any:
@@ -41,12 +42,8 @@ def _is_variable(x: Any) -> bool:
     return nnx is not None and isinstance(x, nnx.Variable)
 
 
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
-
-
 def _dtype(x: Any) -> Any:
-    return x.dtype if _is_array(x) else None
+    return x.dtype if is_array(x) else None
 
 
 def is_inexact(x: Any) -> bool:
@@ -167,7 +164,7 @@ def trainable_mask(flat: Flat, wrt: Any, nnx_kind: bool) -> list[bool]:
     for name, keys, leaf, holder in zip(flat.names, flat.keys, flat.leaves, flat.holders):
         chosen = pred(keys, leaf, holder)
         if chosen and wrt is not None:
-            if not _is_array(leaf):
+            if not is_array(leaf):
                 raise TypeError(f"optimizer can only optimize arrays, but parameter {name!r} is a "
                                 f"{type(leaf).__name__}")
             if not is_inexact(leaf):
@@ -201,7 +198,7 @@ def is_model(params: Any, wrt: Any) -> bool:
         return False
     if not leaves:
         return False
-    return not all((_is_array(x) and is_inexact(x)) or (isinstance(x, (float, complex)) and not isinstance(x, bool))
+    return not all((is_array(x) and is_inexact(x)) or (isinstance(x, (float, complex)) and not isinstance(x, bool))
                    for x in leaves)
 
 
@@ -283,7 +280,7 @@ def no_trainable(part: ModelPart, wrt: Any) -> None:
                                             and isinstance(flat.rebuild(flat.leaves), eqx.Module))
     if wrt is None and not is_module and flat.leaves:
         name, leaf = flat.names[0], flat.leaves[0]
-        if _is_array(leaf):
+        if is_array(leaf):
             raise ValueError(f"optimizer can only optimize floating point or complex arrays, but parameter "
                              f"{name!r} has dtype {leaf.dtype}")
         raise TypeError(f"optimizer can only optimize arrays, but parameter {name!r} is a {type(leaf).__name__}")
@@ -358,7 +355,7 @@ class Model:
 
     def static_key(self) -> Any:
         """What fixes a compiled backward besides the loss function: the structure and the non-array leaves."""
-        statics = tuple((i, _hashable(x)) for i, x in enumerate(self.flat.leaves) if not _is_array(x))
+        statics = tuple((i, _hashable(x)) for i, x in enumerate(self.flat.leaves) if not is_array(x))
         return (self.graphdef, self.flat.treedef, statics)
 
     def replace_rest(self, tree: Any) -> list[int]:
@@ -376,7 +373,7 @@ class Model:
 
     def rest_positions(self) -> list[int]:
         trained = set(self.trainable())
-        return [i for i, x in enumerate(self.flat.leaves) if i not in trained and _is_array(x)]
+        return [i for i, x in enumerate(self.flat.leaves) if i not in trained and is_array(x)]
 
     def rest(self) -> list[Any]:
         return [self.flat.leaves[i] for i in self.rest_positions()]

@@ -16,15 +16,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from funcopt.optim._util import is_array
+
 _MIXED_NAMES = "all optimizer params should be with/without names. Some param names are missing"
 
 
 def _is_pair(x: Any) -> bool:
     return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
 
 
 def _is_registered_pytree(x: Any) -> bool:
@@ -92,7 +90,7 @@ def named_group(param_group: Mapping[str, Any], namings: Sequence[bool | None]) 
             naming = True
         elif any(pairs):
             raise ValueError(_MIXED_NAMES)
-        elif all(_is_array(x) for x in params):
+        elif all(is_array(x) for x in params):
             naming = "param_names" in group
     elif "param_names" in group:
         naming = True

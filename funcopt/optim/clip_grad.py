@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from funcopt._src.base import PyTree
 from funcopt._src.hparams import float_dtype
 from funcopt.optim import guard
-from funcopt.optim.optimizer import Optimizer, _grad_storage, _replace_grad_storage
+from funcopt.optim.optimizer import Optimizer
 from funcopt.transforms.clipping import check_norm_type, clip_to_total_norm, global_norm, nonfinite_norm_message
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
@@ -70,7 +70,7 @@ def _storages(opts: list[Optimizer]) -> tuple[list[Optimizer], list[list[list[ja
     """The optimizers that hold gradients, and their storage (torch skips parameters whose grad is None)."""
     holders, storage = [], []
     for opt in opts:
-        s = _grad_storage(opt)
+        s = opt.grad_storage()
         if s is not None:
             holders.append(opt)
             storage.append(s)
@@ -181,7 +181,7 @@ def clip_grad_norm_(
     else:
         total, clipped = _clip_norm_donating(storage, max_norm_arr, norm_type)
     for opt, new in zip(holders, clipped):
-        _replace_grad_storage(opt, new)
+        opt.set_grad_storage(new)
     return total
 
 
@@ -271,7 +271,7 @@ def clip_grads_with_norm_(
         total = total.astype(float_dtype())
     clipped = _clip_with_norm(storage, _scalar(max_norm), total)
     for opt, new in zip(holders, clipped):
-        _replace_grad_storage(opt, new)
+        opt.set_grad_storage(new)
 
 
 def clip_grad_value_(
@@ -315,4 +315,4 @@ def clip_grad_value_(
         raise RuntimeError("clamp is not supported for complex types")
     clipped = _clip_value(storage, _scalar(clip_value))
     for opt, new in zip(holders, clipped):
-        _replace_grad_storage(opt, new)
+        opt.set_grad_storage(new)

@@ -8,7 +8,6 @@ as a pure function of the parameters; the class finds it in the closure's
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,8 +18,10 @@ import numpy as np
 import funcopt.optimizers as F
 from funcopt._src.base import apply_updates
 from funcopt._src.hparams import OptimizerState
-from funcopt.optim import _params, guard
-from funcopt.optim.optimizer import Optimizer, _is_traceable, _plain, _StaticArg, _to_numpy
+from funcopt.optim import _params, _state_dict, guard
+from funcopt.optim._util import CompileCache, join_args, plain, split_args
+from funcopt.optim.interop import to_numpy
+from funcopt.optim.optimizer import IncompatibleKeys, Optimizer
 
 _CACHE_SIZE = 8
 _GROUPS_ERROR = "LBFGS doesn't support per-parameter options (parameter groups)"
@@ -140,7 +141,7 @@ class LBFGS(Optimizer):
                  line_search_fn: str | None = None, *, wrt: Any = None) -> None:
         if max_eval is None and isinstance(max_iter, int) and not isinstance(max_iter, bool):
             max_eval = max_iter * 5 // 4  # torch stores the resolved value in its groups
-        self._update_cache: OrderedDict[Any, Callable[..., Any]] = OrderedDict()
+        self._update_cache = CompileCache(_CACHE_SIZE)
         self._callback_fn: Callable[..., Any] | None = None
         self._compiled_token: Any = None
         self._recording: list[_Call] | None = None
@@ -253,14 +254,7 @@ class LBFGS(Optimizer):
             Array([1., 1.], dtype=float32)
         """
         guard.check_host_call(self, "step")
-        args, kwargs = (closure,) if closure is not None else (), {}
-        for hook in list(self._step_pre_hooks.values()):
-            out = hook(self, args, kwargs)
-            if out is not None:
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    raise RuntimeError(f"optimizer step pre hook must return None or a tuple of "
-                                       f"(new_args, new_kwargs), but got {out!r}")
-                args, kwargs = out
+        args, kwargs = self._call_step_pre_hooks((closure,) if closure is not None else (), {})
         closure = args[0] if args else kwargs.get("closure")
         if closure is None:
             raise TypeError("LBFGS.step() needs a closure that clears the gradients, computes the loss with "
@@ -281,8 +275,7 @@ class LBFGS(Optimizer):
             self._step_pure(calls[0], value)
         else:
             self._step_with_callback(closure, orig_loss)
-        for hook in list(self._step_post_hooks.values()):
-            hook(self, args, kwargs)
+        self._call_step_post_hooks(args, kwargs)
         return orig_loss
 
     def _pure_loss_value(self, calls: list[_Call], orig_loss: Any) -> Any:
@@ -299,22 +292,13 @@ class LBFGS(Optimizer):
         return None
 
     def _step_pure(self, call: _Call, value: Any) -> None:
-        leaves, args_def = jax.tree.flatten((call.args, call.kwargs))
-        dynamic = [x if _is_traceable(x) else None for x in leaves]
-        static = tuple(_StaticArg(x) if not _is_traceable(x) else None for x in leaves)
+        dynamic, static, args_def = split_args(call.args, call.kwargs)
         key = (call.loss_fn, call.has_aux, args_def, static)
         rest = None
         if self._model is not None:  # the model's carried state as the closure's backward left it
             key += (self._model.static_key(),)
             rest = self._model.rest()
-        fn = self._update_cache.get(key)
-        if fn is None:
-            fn = self._make_pure_update(call.loss_fn, call.has_aux, args_def, static)
-            self._update_cache[key] = fn
-            if len(self._update_cache) > _CACHE_SIZE:
-                self._update_cache.popitem(last=False)
-        else:
-            self._update_cache.move_to_end(key)
+        fn = self._update_cache.get(key, lambda: self._make_pure_update(call.loss_fn, call.has_aux, args_def, static))
         group = self._groups[0]
         group.params, group.state = fn(group.params, group.grads, group.state, dynamic, value, rest)
         self._params_cache = None
@@ -326,8 +310,7 @@ class LBFGS(Optimizer):
 
         def run(params, grads, state, dynamic, value, rest):
             def value_fn(storage):
-                leaves = [d if s is None else s.value for d, s in zip(dynamic, static)]
-                args, kwargs = args_def.unflatten(leaves)
+                args, kwargs = join_args(args_def, dynamic, static)
                 if self._model is not None:
                     model = self._model.rebuild(self._by_position([storage]), rest)
                 else:
@@ -433,9 +416,9 @@ class LBFGS(Optimizer):
 
     # ------------------------------------------------------------------ group state
 
-    def _build_group(self, group: Any, hp: Mapping[str, Any], old_state: Any = None) -> None:
+    def _build_group(self, group: Any, hp: Mapping[str, Any], old_state: Any = None, tx: Any = None) -> None:
         # a rebuild for a new max_iter / history_size... keeps the state, through torch's format
-        super()._build_group(group, hp)
+        super()._build_group(group, hp, tx=tx)
         if old_state is not None:
             entry = _torch_entry(old_state)
             slots = _slots_from_torch(entry, group.state.slots, keep_newest=True)
@@ -481,42 +464,40 @@ class LBFGS(Optimizer):
             >>> sd['param_groups'][0]['max_eval'], sd['param_groups'][0]['params']
             (25, [0, 1])
         """
-        for hook in list(self._state_dict_pre_hooks.values()):
-            hook(self)
+        return self._state_dict_with_hooks(self._build_state_dict)
+
+    def _build_state_dict(self) -> dict[str, Any]:
         self._sync_hparams()
         g, pg = self._groups[0], self.param_groups[0]
-        saved = {k: _plain(v) for k, v in pg.items() if k not in ("params", "param_names")}
+        saved = {k: plain(v) for k, v in pg.items() if k not in ("params", "param_names")}
         saved["params"] = list(range(len(g.names)))
         saved["param_names"] = list(g.names)
-        sd = {"state": {0: _torch_entry(g.state)}, "param_groups": [saved]}
-        for hook in list(self._state_dict_post_hooks.values()):
-            out = hook(self, sd)
-            if out is not None:
-                sd = out
-        return sd
+        return {"state": {0: _torch_entry(g.state)}, "param_groups": [saved]}
 
-    def _plan_load(self, state_dict: Mapping[str, Any], by_name: bool) -> list[Any]:
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
-        for key in ("state", "param_groups"):
-            if key not in state_dict:
-                raise KeyError(f"state_dict is missing the key {key!r}")
-        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(x, Mapping)
-                                                                   for x in saved_groups):
-            raise TypeError("state_dict['param_groups'] must be a list of dicts")
-        if not isinstance(saved_state, Mapping):
-            raise TypeError("state_dict['state'] must be a dict")
+    def _plan_load(self, state_dict: Mapping[str, Any], by_name: bool,
+                   strict: bool) -> tuple[list[Any], IncompatibleKeys]:
+        """As the base class; the state is one history over all parameters, so it loads whole or not at all.
+
+        With ``strict=False``, a saved set of parameter names that differs from this
+        optimizer's loads the hyperparameters and starts the whole L-BFGS state fresh.
+        """
+        saved_groups, saved_state = _state_dict.validate(state_dict)
         if len(saved_groups) != 1:
             raise ValueError("loaded state dict has a different number of parameter groups")
         sg, g = saved_groups[0], self._groups[0]
-        if "params" not in sg:
-            raise KeyError("every saved param group must have a 'params' key")
-        if len(sg["params"]) != len(g.names):
+        keys = IncompatibleKeys([], [], [])
+        if not strict:
+            keys = _state_dict.incompatible(g.names, _state_dict.saved_names(saved_groups,
+                                                                              "load_state_dict(strict=False)"))
+            by_name = True
+        fresh = bool(keys.missing_keys or keys.unexpected_keys)
+        if not fresh and len(sg["params"]) != len(g.names):
             raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
                              "optimizer's group")
         order = None
-        if by_name:
+        if fresh:
+            pass
+        elif by_name:
             names = sg.get("param_names")
             if names is None or len(names) != len(sg["params"]):
                 raise ValueError("loading by name needs 'param_names' in every saved param group")
@@ -526,16 +507,12 @@ class LBFGS(Optimizer):
             order = [list(names).index(n) for n in g.names]
         else:
             _params.check_names_match([g.names], saved_groups)
-        hp = {}
-        for k, v in sg.items():
-            if k in ("params", "param_names", "group_state"):
-                continue
-            v = _to_numpy(v) if hasattr(v, "detach") else v
-            hp[k] = _plain(tuple(v) if isinstance(v, list) else v)
+        hp = _state_dict.saved_hparams(sg)
         trial = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "param_names")}
         trial.update(hp)
-        self._check_hparams(trial)
-        template = jax.eval_shape(self._build_tx(trial).init, g.params)
+        template = jax.eval_shape(self._check_hparams(trial).init, g.params)
+        if fresh:  # the state _build_group makes
+            return [(g, hp, lambda state: state)], keys
         first = sg["params"][0]
         entry = saved_state.get(first, saved_state.get(str(first), {}))
         if not isinstance(entry, Mapping):
@@ -547,7 +524,7 @@ class LBFGS(Optimizer):
         def setter(state: OptimizerState) -> OptimizerState:
             return state._replace(step=jnp.zeros_like(state.step), slots=_as_slots(slots, state.slots))
 
-        return [(g, hp, setter)]
+        return [(g, hp, setter)], keys
 
 
 # ---------------------------------------------------------------------- host callback values
@@ -619,7 +596,7 @@ def _torch_entry(state: OptimizerState) -> dict[str, Any]:
 def _count(entry: Mapping[str, Any], key: str) -> int:
     if key not in entry:
         return 0
-    arr = _to_numpy(entry[key])
+    arr = to_numpy(entry[key])
     if arr.size != 1 or not np.isfinite(arr).all() or float(arr.reshape(())) < 0 \
             or float(arr.reshape(())) != int(arr.reshape(())):
         raise ValueError(f"saved LBFGS state {key!r} must be a non-negative integer, got {entry[key]!r}")
@@ -627,7 +604,7 @@ def _count(entry: Mapping[str, Any], key: str) -> int:
 
 
 def _real(value: Any, key: str, shape: tuple[int, ...]) -> np.ndarray:
-    arr = _to_numpy(value)
+    arr = to_numpy(value)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
         raise ValueError(f"saved LBFGS state {key!r} must be real numbers, got dtype {arr.dtype}")
     if shape and not np.issubdtype(arr.dtype, np.floating) and arr.dtype != jnp.bfloat16:
@@ -642,7 +619,7 @@ def _real(value: Any, key: str, shape: tuple[int, ...]) -> np.ndarray:
 def _rows(value: Any, key: str) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return list(value)
-    arr = _to_numpy(value)
+    arr = to_numpy(value)
     if arr.ndim >= 1:  # rows of a stacked array
         return list(arr)
     raise ValueError(f"saved LBFGS state {key!r} must be a list, got {type(value).__name__}")
@@ -713,7 +690,7 @@ def _reorder(entry: Mapping[str, Any], saved_shapes: list[tuple[int, ...]],
     n = int(offsets[-1])
 
     def permute(v):
-        arr = _to_numpy(v).reshape(-1)
+        arr = to_numpy(v).reshape(-1)
         if arr.size != n:
             raise ValueError(f"saved LBFGS state vector has size {arr.size}, expected {n}")
         return arr[index]

@@ -137,7 +137,7 @@ def _record_optimizer_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None
 def _tracks_optimizer_steps(optimizer: Optimizer) -> bool:
     """Whether the hook that records optimizer steps is still in place (torch: ``step`` still wrapped)."""
     handle = getattr(optimizer, _HOOK_ATTR, None)
-    if handle is None or handle.id not in optimizer._step_post_hooks:
+    if handle is None or not handle.registered:
         return False
     return "step" not in vars(optimizer)  # a step method replaced on the instance bypasses the hook
 
@@ -145,7 +145,7 @@ def _tracks_optimizer_steps(optimizer: Optimizer) -> bool:
 def _track_optimizer_steps(optimizer: Optimizer) -> None:
     """Record in ``optimizer._opt_called`` that a step ran (once per optimizer, like torch's wrapper)."""
     handle = getattr(optimizer, _HOOK_ATTR, None)
-    if handle is not None and handle.id in optimizer._step_post_hooks and "step" not in vars(optimizer):
+    if handle is not None and handle.registered and "step" not in vars(optimizer):
         return
     setattr(optimizer, _HOOK_ATTR, optimizer.register_step_post_hook(_record_optimizer_step))
 

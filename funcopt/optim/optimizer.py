@@ -13,7 +13,6 @@ import inspect
 import numbers
 import warnings
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,93 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, apply_updates
-from funcopt._src.hparams import OptimizerState, float_dtype, hparam_array, is_static_zero
+from funcopt._src.hparams import is_static_zero, optimizer_states, set_hparams
 from funcopt._src.native import native_error
 from funcopt._src.tree import path_name
-from funcopt.optim import _fused, _model, _params, _skip, guard, interop
+from funcopt.optim import _fused, _model, _params, _skip, _state_dict, _state_tree, guard
+from funcopt.optim._hooks import HookRegistry, RemovableHandle
 from funcopt.optim._layout import Layout
+from funcopt.optim._state_dict import IncompatibleKeys
+from funcopt.optim._util import CompileCache, is_array, join_args, split_args
 from funcopt.transforms.masking import MaskedNode
 
 _BACKWARD_CACHE_SIZE = 8
-
-
-class RemovableHandle:
-    """A handle returned by the ``register_*_hook`` methods; ``remove()`` unregisters the hook.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import funcopt as fo
-        >>> opt = fo.optim.SGD({'w': jnp.ones(2)}, lr=0.1)
-        >>> handle = opt.register_step_post_hook(lambda opt, args, kwargs: None)
-        >>> handle.remove()
-    """
-
-    _next_id = 0
-
-    def __init__(self, hooks: dict[int, Callable[..., Any]]) -> None:
-        self._hooks_ref = weakref.ref(hooks)
-        self.id = RemovableHandle._next_id
-        RemovableHandle._next_id += 1
-
-    def remove(self) -> None:
-        hooks = self._hooks_ref()
-        if hooks is not None:
-            hooks.pop(self.id, None)
-
-    def __enter__(self) -> RemovableHandle:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-
-def _is_traceable(x: Any) -> bool:
-    # arrays are traced; Python numbers stay constants (they may be sizes, e.g. num_classes)
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
-
-
-class _StaticArg:
-    """A non-array argument of backward(): compared by equality, or by identity when unhashable."""
-
-    __slots__ = ("value", "_key")
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        try:
-            hash(value)
-            self._key = ("eq", value)
-        except TypeError:
-            self._key = ("id", id(value))
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, _StaticArg) and self._key == other._key
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    """A NumPy array from a JAX / NumPy array, a torch tensor (without importing torch) or a number."""
-    return interop.to_numpy(x)  # torch's bfloat16 / float8 tensors: bit-exact ml_dtypes arrays
-
-
-def _plain(value: Any) -> Any:
-    """A hyperparameter value as a plain Python value for param_groups / state_dict."""
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, dict):  # a state_dtype mapping
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, np.dtype) or (isinstance(value, type) and hasattr(value, "dtype")):
-        return jnp.dtype(value).name  # a state dtype (jnp.bfloat16) by name, as JSON and torch keep it
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor in a torch state_dict
-        value = _to_numpy(value)
-    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.size(value) == 1:
-        return np.asarray(value).reshape(()).item()  # torch accepts 1-element tensors as lr and betas
-    return value
+__all__ = ["IncompatibleKeys", "Optimizer", "RemovableHandle"]
 
 
 class _Group:
@@ -133,7 +57,7 @@ class _Group:
         self.native = False  # ... and its step runs the class's fused_step (see Optimizer.fused_step)
 
 
-class Optimizer:
+class Optimizer(HookRegistry):
     """Base class of the stateful optimizers (torch.optim.Optimizer's role).
 
     A subclass binds a functional factory and nothing else::
@@ -265,14 +189,11 @@ class Optimizer:
         self._step_variant: tuple[bool, ...] = ()  # see _compiled_step
         self._step_variant_ready = False
         self._decay_pattern: tuple[bool, ...] | None = None  # _zero_decay_groups(), kept until a value changes
-        self._backward_cache: OrderedDict[Any, Callable[..., Any]] = OrderedDict()
+        self._backward_cache = CompileCache(
+            _BACKWARD_CACHE_SIZE, f"backward() has compiled more than {_BACKWARD_CACHE_SIZE} different loss "
+            "functions; pass the batch as arguments (opt.backward(loss_fn, x, y)) instead of a new closure each step")
         self._params_cache: Any = None
-        self._step_pre_hooks: dict[int, Callable[..., Any]] = OrderedDict()
-        self._step_post_hooks: dict[int, Callable[..., Any]] = OrderedDict()
-        self._state_dict_pre_hooks: dict[int, Callable[..., Any]] = OrderedDict()
-        self._state_dict_post_hooks: dict[int, Callable[..., Any]] = OrderedDict()
-        self._load_state_dict_pre_hooks: dict[int, Callable[..., Any]] = OrderedDict()
-        self._load_state_dict_post_hooks: dict[int, Callable[..., Any]] = OrderedDict()
+        self._init_hooks()
 
         self._model: _model.Model | None = None  # set when params is a model (see funcopt.optim._model)
         groups = _model.model_groups(params, wrt)
@@ -285,11 +206,11 @@ class Optimizer:
             self.add_param_group(g, _one_tree=one_tree)
         self._one_tree = one_tree
 
-    def _check_hparams(self, hp: Mapping[str, Any]) -> None:
-        """Validate hyperparameters by building the functional optimizer (it raises torch's errors)."""
+    def _check_hparams(self, hp: Mapping[str, Any]) -> GradientTransformation:
+        """Validate hyperparameters by building the functional optimizer (it raises torch's errors); return it."""
         if hp.get("fused") and hp.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        self._build_tx(hp)
+        return self._build_tx(hp)
 
     def _build_tx(self, hp: Mapping[str, Any]) -> GradientTransformation:
         kwargs = {k: hp[k] for k in self._factory_params if k in hp}
@@ -337,15 +258,15 @@ class Optimizer:
         guard.check_new_names(self.param_names, names, param_group, leaves_with_path)
         leaves = []
         for name, (_, leaf) in zip(names, leaves_with_path):
-            if not _is_array(leaf) and not isinstance(leaf, numbers.Number):
+            if not is_array(leaf) and not isinstance(leaf, numbers.Number):
                 raise TypeError(f"optimizer can only optimize arrays, but parameter {name!r} is a "
                                 f"{type(leaf).__name__}")
-            arr_dtype = jnp.asarray(leaf).dtype if not _is_array(leaf) else leaf.dtype
+            arr_dtype = jnp.asarray(leaf).dtype if not is_array(leaf) else leaf.dtype
             if not (jnp.issubdtype(arr_dtype, jnp.floating) or jnp.issubdtype(arr_dtype, jnp.complexfloating)):
                 raise ValueError(f"optimizer can only optimize floating point or complex arrays, but parameter "
                                  f"{name!r} has dtype {arr_dtype}")
             leaves.append(leaf)
-        ids = [id(x) for x in leaves if _is_array(x)]
+        ids = [id(x) for x in leaves if is_array(x)]
         if len(set(ids)) != len(ids):
             # torch warns and steps the one tensor twice; here the two entries would become two arrays
             raise ValueError("optimizer contains a parameter group with duplicate parameters: the same array "
@@ -361,9 +282,9 @@ class Optimizer:
         for k, v in param_group.items():
             if k not in ("params", "param_names"):
                 hp[k] = v
-        self._check_hparams(hp)  # raises torch's errors before anything changes
+        tx = self._check_hparams(hp)  # raises torch's errors before anything changes
 
-        arrays = [x if _is_array(x) else jnp.asarray(x) for x in leaves]
+        arrays = [x if is_array(x) else jnp.asarray(x) for x in leaves]
         # Packing concatenates leaves, which would gather parameters that live on several devices
         # (sharded or replicated over a mesh): such groups keep one array per leaf, each where it is.
         on_many_devices = any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 for x in arrays)
@@ -373,9 +294,9 @@ class Optimizer:
                        mask=(jax.tree.map(lambda x: not isinstance(x, MaskedNode), tree,
                                           is_leaf=lambda x: isinstance(x, MaskedNode))
                              if _one_tree is not None else None))
-        self._build_group(group, hp)
+        self._build_group(group, hp, tx=tx)
         for x in leaves:
-            if _is_array(x):
+            if is_array(x):
                 try:
                     self._given_ids.append(weakref.ref(x))
                 except TypeError:
@@ -394,27 +315,31 @@ class Optimizer:
 
     # ------------------------------------------------------------------ functional state per group
 
-    def _split_hparams(self, hp: Mapping[str, Any], group: _Group) -> tuple[dict[str, Any], Any]:
+    def _split_hparams(self, hp: Mapping[str, Any], group: _Group,
+                       tx: GradientTransformation | None = None) -> tuple[dict[str, Any], Any]:
         """Numeric hyperparameters (held in state) and a hashable key of what fixes the compiled step.
 
         The key holds the non-numeric options (``nesterov``, ``amsgrad``...) and the names of
         the state slots the values create (``momentum != 0`` creates ``momentum_buffer``).
+        ``tx`` is the transform built from ``hp`` when the caller has it.
         """
-        tx = self._build_tx(hp)
+        tx = self._build_tx(hp) if tx is None else tx
         probe = jax.eval_shape(tx.init, [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in group.params])
         numeric_names = set()
-        for s in _optimizer_states(probe):
+        for s in optimizer_states(probe):
             numeric_names.update(s.hparams)
         numeric = {k: hp[k] for k in numeric_names if k in hp}
         static = [(k, _freeze(hp[k])) for k in self._factory_params if k in hp and k not in numeric_names]
-        return numeric, (tuple(static), tuple(_slot_names(probe)))
+        return numeric, (tuple(static), tuple(_state_tree.slot_names(probe)))
 
-    def _build_group(self, group: _Group, hp: Mapping[str, Any], old_state: Any = None) -> None:
-        numeric, static_key = self._split_hparams(hp, group)
-        tx = self._build_tx(hp)
+    def _build_group(self, group: _Group, hp: Mapping[str, Any], old_state: Any = None,
+                     tx: GradientTransformation | None = None) -> None:
+        """Build a group's transform (unless ``tx``, built from ``hp``, is given) and its fresh state."""
+        tx = self._build_tx(hp) if tx is None else tx
+        numeric, static_key = self._split_hparams(hp, group, tx)
         state = tx.init(group.params)
         if old_state is not None:
-            state = _carry_slots(old_state, state)
+            state = _state_tree.carry_slots(old_state, state)
         group.tx, group.state, group.static_key = tx, state, static_key
         group.hp_values = {k: _freeze(v) for k, v in numeric.items()}
         group.static_values = {k: _freeze(hp[k]) for k in self._factory_params if k in hp and k not in numeric}
@@ -460,18 +385,19 @@ class Optimizer:
             if not changed and not static_changed:
                 continue
             hp = {k: v for k, v in pg.items() if k not in ("params", "param_names")}
-            self._check_hparams(hp)
+            tx = self._check_hparams(hp)
             fast = not static_changed and all(
                 not callable(v) and not callable(group.hp_values[k])
                 and jax.tree.map(is_static_zero, _freeze(v)) == jax.tree.map(is_static_zero, group.hp_values[k])
                 for k, v in changed.items())
             if not fast:
-                _, static_key = self._split_hparams(hp, group)
+                _, static_key = self._split_hparams(hp, group, tx)
                 if static_key != group.static_key or any(callable(v) for v in changed.values()):
-                    self._build_group(group, hp, old_state=group.state)
+                    self._build_group(group, hp, old_state=group.state, tx=tx)
                     self._invalidate()
                     continue
-            group.state = _set_state_hparams(group.state, changed)
+            group.state = set_hparams(group.state, **{k: tuple(v) if isinstance(v, list) else v
+                                                      for k, v in changed.items()})
             for k, v in changed.items():
                 group.hp_values[k] = _freeze(v)
             if "weight_decay" in changed:
@@ -580,12 +506,27 @@ class Optimizer:
         """Per-parameter state by parameter name: ``{'fc.weight': {'exp_avg': ...}}`` (a snapshot)."""
         out = {}
         for g in self._groups:
-            per_param = _slots_per_param(g)
+            per_param = _state_tree.slots_per_param(g.state, g.layout)
             for name, slots in zip(g.names, per_param):
                 if self.state_has_step:
-                    slots = {"step": _group_step(g), **slots}
+                    slots = {"step": _state_tree.step_of(g.state), **slots}
                 out[name] = slots
         return out
+
+    def step_count(self, group: int = 0) -> int:
+        """The number of steps parameter group ``group`` has taken (its state's ``step``).
+
+        Each group keeps one count, which :meth:`load_state_dict` restores; a step
+        skips a group that has no gradient, and its count then stays.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import funcopt as fo
+            >>> opt = fo.optim.Adam({'w': jnp.ones(2)})
+            >>> opt({'w': jnp.ones(2)})({'w': jnp.ones(2)}).step_count()
+            2
+        """
+        return int(_state_tree.step_of(self._groups[group].state))
 
     # ------------------------------------------------------------------ gradients
 
@@ -624,27 +565,15 @@ class Optimizer:
         guard.check_host_call(self, "backward", args, kwargs)
         # array leaves of the arguments are traced; anything else (a module's static part, a flag, a
         # function) is a compile-time constant and part of the cache key
-        leaves, args_def = jax.tree.flatten((args, kwargs))
-        dynamic = [x if _is_traceable(x) else None for x in leaves]
-        static = tuple(_StaticArg(x) if not _is_traceable(x) else None for x in leaves)
+        dynamic, static, args_def = split_args(args, kwargs)
         key = (loss_fn, has_aux, args_def, static)
         if self._model is not None:
             self._model_sync(split=True)  # an nnx module may have changed (eval(), a loaded state)
             key += (self._model.static_key(),)
         try:
-            fn = self._backward_cache.get(key)
+            fn = self._backward_cache.get(key, lambda: self._make_backward(loss_fn, has_aux, args_def, static))
         except TypeError:
             raise TypeError("backward(): arguments that are not arrays must be hashable; pass data as arrays") from None
-        if fn is None:
-            fn = self._make_backward(loss_fn, has_aux, args_def, static)
-            self._backward_cache[key] = fn
-            if len(self._backward_cache) > _BACKWARD_CACHE_SIZE:
-                self._backward_cache.popitem(last=False)
-                warnings.warn("backward() has compiled more than 8 different loss functions; pass the batch as "
-                              "arguments (opt.backward(loss_fn, x, y)) instead of a new closure each step",
-                              stacklevel=2)
-        else:
-            self._backward_cache.move_to_end(key)
         params = [g.params for g in self._groups]
         grads = None if any(g.grads is None for g in self._groups) else [g.grads for g in self._groups]
         if self._model is not None:
@@ -660,14 +589,13 @@ class Optimizer:
                        static: tuple[Any, ...]) -> Callable[..., Any]:
         if self._model is not None:
             def args_of(dynamic):
-                return args_def.unflatten([d if s is None else s.value for d, s in zip(dynamic, static)])
+                return join_args(args_def, dynamic, static)
 
             return _model.make_backward(self._model, lambda st: self._by_position(st, for_grad=True), args_of,
                                         loss_fn, has_aux)
 
         def objective(params, dynamic):
-            leaves = [d if s is None else s.value for d, s in zip(dynamic, static)]
-            args, kwargs = args_def.unflatten(leaves)
+            args, kwargs = join_args(args_def, dynamic, static)
             out = loss_fn(self._tree_of(params, for_grad=True), *args, **kwargs)
             if has_aux:
                 loss, aux = out
@@ -715,6 +643,38 @@ class Optimizer:
         for g in self._groups:
             g.grads = None if set_to_none else [jnp.zeros_like(p) for p in g.params]
 
+    def grad_storage(self) -> list[list[jax.Array]] | None:
+        """The accumulated gradients as stored: one list of arrays per group, or None when cleared.
+
+        Each group keeps its parameters and gradients in the same storage: one flat
+        buffer per dtype for an elementwise optimizer, else one array per parameter.
+        A utility that rewrites every gradient (:func:`funcopt.optim.clip_grad_norm_`,
+        a loss scaler's unscale) maps a function over this storage in one jitted call,
+        whatever the layout, and hands the result to :meth:`set_grad_storage`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import funcopt as fo
+            >>> opt = fo.optim.SGD({'b': jnp.ones(1), 'w': jnp.ones(2)})
+            >>> _ = opt.backward(lambda p: jnp.sum(p['w']) + 2 * jnp.sum(p['b']))
+            >>> opt.grad_storage()
+            [[Array([2., 1., 1.], dtype=float32)]]
+            >>> opt.set_grad_storage([[s * 0.5 for s in group] for group in opt.grad_storage()])
+            >>> opt.grad['b']
+            Array([1.], dtype=float32)
+        """
+        if any(g.grads is None for g in self._groups):
+            return None
+        return [list(g.grads) for g in self._groups]
+
+    def set_grad_storage(self, storage: list[list[jax.Array]]) -> None:
+        """Store new gradients, with the shapes and dtypes :meth:`grad_storage` returned (see there)."""
+        guard.check_host_call(self, "in-place gradient update (clip_grad_norm_, clip_grad_value_)", storage)
+        if len(storage) != len(self._groups):
+            raise ValueError(f"expected gradient storage for {len(self._groups)} groups, got {len(storage)}")
+        for g, new in zip(self._groups, storage):
+            g.grads = list(new)
+
     # ------------------------------------------------------------------ stepping
 
     def _compiled_step(self) -> Callable[..., Any]:
@@ -747,9 +707,9 @@ class Optimizer:
                     if fused_step is not None:
                         new_p, new = fused_step(p, gr, s, static)
                     else:
-                        u, new = tx.update(gr, _literal_zero_decay(s) if literal else s, p)
+                        u, new = tx.update(gr, _state_tree.literal_zero_decay(s) if literal else s, p)
                         new_p = apply_updates(p, u)
-                        new = _restore_hparams(new, s) if literal else new
+                        new = _state_tree.restore_hparams(new, s) if literal else new
                     if here is not True:
                         new_p, new = _skip.keep_skipped(layout, here, p, new_p, s, new)
                     new_params.append(new_p)
@@ -813,20 +773,12 @@ class Optimizer:
             Array(2., dtype=float32)
         """
         guard.check_host_call(self, "step")
-        args, kwargs = (closure,) if closure is not None else (), {}
-        for hook in list(self._step_pre_hooks.values()):
-            out = hook(self, args, kwargs)
-            if out is not None:
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    raise RuntimeError(f"optimizer step pre hook must return None or a tuple of "
-                                       f"(new_args, new_kwargs), but got {out!r}")
-                args, kwargs = out
+        args, kwargs = self._call_step_pre_hooks((closure,) if closure is not None else (), {})
         closure = args[0] if args else kwargs.get("closure")
         loss = closure() if closure is not None else None
         if any(g.grads is not None for g in self._groups):  # as torch: no gradient, no step
             self._run_step([g.grads for g in self._groups])
-        for hook in list(self._step_post_hooks.values()):
-            hook(self, args, kwargs)
+        self._call_step_post_hooks(args, kwargs)
         return loss if closure is not None else self
 
     def __call__(self, grads: PyTree) -> Optimizer:
@@ -856,100 +808,11 @@ class Optimizer:
         present = tuple(_skip.pattern(gl) for gl in leaves)
         leaves = [g.layout.pack(_skip.fill_missing(g.layout, gl)) if here is not False else None
                   for g, gl, here in zip(self._groups, leaves, present)]
-        for hook in list(self._step_pre_hooks.values()):
-            hook(self, (), {})
+        self._call_step_pre_hooks((), {}, replace=False)
         if any(here is not False for here in present):  # as torch: no gradient, no step
             self._run_step(leaves, present)
-        for hook in list(self._step_post_hooks.values()):
-            hook(self, (), {})
+        self._call_step_post_hooks((), {})
         return self
-
-    # ------------------------------------------------------------------ hooks
-
-    def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
-        """Call ``hook(optimizer, args, kwargs)`` before each step; it may return new ``(args, kwargs)``.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import funcopt as fo
-            >>> opt = fo.optim.SGD({'w': jnp.ones(1)})
-            >>> calls = []
-            >>> h = opt.register_step_pre_hook(lambda o, a, k: calls.append('pre'))
-            >>> _ = opt({'w': jnp.ones(1)}); calls
-            ['pre']
-        """
-        handle = RemovableHandle(self._step_pre_hooks)
-        self._step_pre_hooks[handle.id] = hook
-        return handle
-
-    def register_step_post_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
-        """Call ``hook(optimizer, args, kwargs)`` after each step.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import funcopt as fo
-            >>> opt = fo.optim.SGD({'w': jnp.ones(1)})
-            >>> h = opt.register_step_post_hook(lambda o, a, k: print('stepped'))
-            >>> _ = opt({'w': jnp.ones(1)})
-            stepped
-        """
-        handle = RemovableHandle(self._step_post_hooks)
-        self._step_post_hooks[handle.id] = hook
-        return handle
-
-    def register_state_dict_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
-        """Call ``hook(optimizer)`` before :meth:`state_dict` builds its result.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import funcopt as fo
-            >>> opt = fo.optim.SGD({'w': jnp.ones(1)})
-            >>> h = opt.register_state_dict_pre_hook(lambda o: print('saving'))
-            >>> _ = opt.state_dict()
-            saving
-        """
-        return _register(self._state_dict_pre_hooks, hook, prepend)
-
-    def register_state_dict_post_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
-        """Call ``hook(optimizer, state_dict)``; a returned dict replaces the state_dict.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import funcopt as fo
-            >>> opt = fo.optim.SGD({'w': jnp.ones(1)})
-            >>> h = opt.register_state_dict_post_hook(lambda o, sd: {**sd, 'epoch': 3})
-            >>> opt.state_dict()['epoch']
-            3
-        """
-        return _register(self._state_dict_post_hooks, hook, prepend)
-
-    def register_load_state_dict_pre_hook(self, hook: Callable[..., Any],
-                                          prepend: bool = False) -> RemovableHandle:
-        """Call ``hook(optimizer, state_dict)`` before loading; a returned dict is loaded instead.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import funcopt as fo
-            >>> opt = fo.optim.SGD({'w': jnp.ones(1)})
-            >>> h = opt.register_load_state_dict_pre_hook(lambda o, sd: print('loading'))
-            >>> opt.load_state_dict(opt.state_dict())
-            loading
-        """
-        return _register(self._load_state_dict_pre_hooks, hook, prepend)
-
-    def register_load_state_dict_post_hook(self, hook: Callable[..., Any],
-                                           prepend: bool = False) -> RemovableHandle:
-        """Call ``hook(optimizer)`` after a successful load.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import funcopt as fo
-            >>> opt = fo.optim.SGD({'w': jnp.ones(1)})
-            >>> h = opt.register_load_state_dict_post_hook(lambda o: print('loaded'))
-            >>> opt.load_state_dict(opt.state_dict())
-            loaded
-        """
-        return _register(self._load_state_dict_post_hooks, hook, prepend)
 
     # ------------------------------------------------------------------ state_dict
 
@@ -972,39 +835,10 @@ class Optimizer:
             >>> sd['param_groups'][0]['params'], sd['param_groups'][0]['param_names']
             ([0, 1], ['bias', 'weight'])
         """
-        for hook in list(self._state_dict_pre_hooks.values()):
-            hook(self)
-        self._sync_hparams()
-        state: dict[int, dict[str, Any]] = {}
-        groups = []
-        index = 0
-        for g, pg in zip(self._groups, self.param_groups):
-            per_param = _slots_per_param(g)
-            step = _group_step(g)
-            ids = []
-            for slots in per_param:
-                entry = {k: np.array(v) for k, v in slots.items()}
-                if self.state_has_step:
-                    entry = {"step": np.asarray(step, dtype=np.float32), **entry}
-                if entry:
-                    state[index] = entry
-                ids.append(index)
-                index += 1
-            saved = {k: _plain(v) for k, v in pg.items() if k not in ("params", "param_names")}
-            extra = _extra_leaves(g.state)
-            if extra:  # group-level state beyond torch's per-parameter slots
-                saved["group_state"] = [np.array(x) for x in extra]
-            saved["params"] = ids
-            saved["param_names"] = list(g.names)
-            groups.append(saved)
-        sd = {"state": state, "param_groups": groups}
-        for hook in list(self._state_dict_post_hooks.values()):
-            out = hook(self, sd)
-            if out is not None:
-                sd = out
-        return sd
+        return self._state_dict_with_hooks(lambda: _state_dict.build(self))
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], *, by_name: bool = False) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any], *, by_name: bool = False,
+                        strict: bool = True) -> IncompatibleKeys:
         """Load a state_dict from :meth:`state_dict` or from a torch optimizer of the same algorithm.
 
         Everything is validated before anything changes: the number of groups,
@@ -1022,6 +856,20 @@ class Optimizer:
         the model's structure or grouping changed; parameters missing from it
         raise ``KeyError``.
 
+        With ``strict=False`` (which matches by name) a state_dict of a model that
+        since gained or lost parameters loads too: each parameter whose name is
+        saved, with state of the same shapes and dtypes, gets its saved state; the
+        others start fresh. A group takes the saved hyperparameters and step count
+        of the parameters it loads (one step count per group: give new parameters
+        a group of their own for their step to start at 0 too).
+
+        Returns:
+            :class:`~funcopt.optim.IncompatibleKeys`: the sorted names of the
+            parameters with no saved state (``missing_keys``), of the saved ones
+            this optimizer does not have (``unexpected_keys``), and of those whose
+            saved state has another shape or dtype (``mismatched_keys``). A strict
+            load raises instead of starting any state fresh.
+
         Example:
             >>> import jax.numpy as jnp
             >>> import funcopt as fo
@@ -1029,144 +877,24 @@ class Optimizer:
             >>> _ = opt({'w': jnp.ones(2)})
             >>> fresh = fo.optim.Adam({'w': jnp.ones(2)}, lr=0.5)
             >>> fresh.load_state_dict(opt.state_dict())
+            IncompatibleKeys(missing_keys=[], unexpected_keys=[], mismatched_keys=[])
             >>> fresh.param_groups[0]['lr'], int(fresh.state['w']['step'])
             (0.1, 1)
+            >>> grown = fo.optim.Adam({'w': jnp.ones(2), 'head': jnp.ones(3)})
+            >>> grown.load_state_dict(opt.state_dict(), strict=False)
+            IncompatibleKeys(missing_keys=['head'], unexpected_keys=[], mismatched_keys=[])
         """
         guard.check_host_call(self, "load_state_dict", state_dict)
-        for hook in list(self._load_state_dict_pre_hooks.values()):
-            out = hook(self, state_dict)
-            if out is not None:
-                state_dict = out
-        plan = self._plan_load(state_dict, by_name)
-        compiled_for = [_compiled_token(g) for g in self._groups]
-        # commit: nothing below raises on validated input
-        for gi, (group, hp, state) in enumerate(plan):
-            pg = self.param_groups[gi]
-            for k, v in hp.items():
-                dict.__setitem__(pg, k, v)
-            self._build_group(group, {k: v for k, v in pg.items() if k not in ("params", "param_names")})
-            group.state = state(group.state)
-        if [_compiled_token(g) for g in self._groups] == compiled_for:
-            # same options, schedules and kernels: the compiled step computes the loaded groups' update
-            self._decay_pattern = None
-            self._params_cache = None
-        else:
-            self._invalidate()
-        for hook in list(self._load_state_dict_post_hooks.values()):
-            hook(self)
+        state_dict = self._call_load_state_dict_pre_hooks(state_dict)
+        plans, keys = self._plan_load(state_dict, by_name, strict)
+        _state_dict.apply(self, plans)  # nothing here raises on a validated plan
+        self._call_load_state_dict_post_hooks()
+        return keys
 
-    def _plan_load(self, state_dict: Mapping[str, Any], by_name: bool) -> list[Any]:
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
-        for key in ("state", "param_groups"):
-            if key not in state_dict:
-                raise KeyError(f"state_dict is missing the key {key!r}")
-        saved_groups = state_dict["param_groups"]
-        saved_state = state_dict["state"]
-        if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in saved_groups):
-            raise TypeError("state_dict['param_groups'] must be a list of dicts")
-        if not isinstance(saved_state, Mapping):
-            raise TypeError("state_dict['state'] must be a dict")
-        for g in saved_groups:
-            if "params" not in g:
-                raise KeyError("every saved param group must have a 'params' key")
-        # which saved entry feeds each of our parameters: (saved group index, saved param id)
-        sources: list[list[tuple[int, Any]]] = []
-        if by_name:
-            by = {}
-            for si, g in enumerate(saved_groups):
-                names = g.get("param_names")
-                if names is None or len(names) != len(g["params"]):
-                    raise ValueError("loading by name needs 'param_names' in every saved param group")
-                for name, pid in zip(names, g["params"]):
-                    by[name] = (si, pid)
-            for g in self._groups:
-                missing = [n for n in g.names if n not in by]
-                if missing:
-                    raise KeyError(f"state_dict has no state for parameters {missing}")
-                sources.append([by[n] for n in g.names])
-        else:
-            if len(saved_groups) != len(self._groups):
-                raise ValueError("loaded state dict has a different number of parameter groups")
-            for si, (g, sg) in enumerate(zip(self._groups, saved_groups)):
-                if len(sg["params"]) != len(g.names):
-                    raise ValueError("loaded state dict contains a parameter group that doesn't match the size "
-                                     "of optimizer's group")
-                sources.append([(si, pid) for pid in sg["params"]])
-            _params.check_names_match([g.names for g in self._groups], saved_groups)
-
-        plan = []
-        for gi, (g, src) in enumerate(zip(self._groups, sources)):
-            # hyperparameters: from the saved group, when all this group's params come from one
-            hp = {}
-            for sg in saved_groups:
-                bad = [k for k in sg if not isinstance(k, str)]
-                if bad:
-                    raise TypeError(f"param group keys must be strings, got key {bad[0]!r}")
-            saved_ids = {si for si, _ in src}
-            if len(saved_ids) == 1:
-                sg = saved_groups[next(iter(saved_ids))]
-                for k, v in sg.items():
-                    if k in ("params", "param_names", "group_state"):
-                        continue
-                    hp[k] = _plain(tuple(v) if isinstance(v, list) else v)
-                trial = {k: v for k, v in self.param_groups[gi].items() if k not in ("params", "param_names")}
-                trial.update(hp)
-                self._check_hparams(trial)
-            else:
-                trial = {k: v for k, v in self.param_groups[gi].items() if k not in ("params", "param_names")}
-            tx = self._build_tx(trial)
-            template = jax.eval_shape(tx.init, g.params)
-            slot_names = _slot_names(template)
-            per_param: list[dict[str, np.ndarray]] = []
-            steps = set()
-            for name, (_, pid) in zip(g.names, src):
-                entry = saved_state.get(pid, saved_state.get(str(pid), {})) if pid is not None else {}
-                if not isinstance(entry, Mapping):
-                    raise TypeError(f"saved state for parameter {name!r} must be a dict")
-                vals = {}
-                for k, v in entry.items():
-                    if k == "step":
-                        try:
-                            arr = np.asarray(_to_numpy(v), dtype=np.float64)
-                        except (TypeError, ValueError):
-                            arr = np.array([np.nan])
-                        if arr.size != 1 or not np.isfinite(arr).all() or not 0 <= float(arr.reshape(())) < 2**31 - 1:
-                            raise ValueError(f"saved 'step' for parameter {name!r} must be a non-negative number "
-                                             f"below 2**31, got {v!r}")
-                        steps.add(int(round(float(arr.reshape(())))))
-                        continue
-                    if k not in slot_names:
-                        continue  # torch keeps unknown keys; they have no meaning here
-                    vals[k] = _to_numpy(v)
-                per_param.append(vals)
-            if len(steps) > 1:
-                raise ValueError(f"the saved parameters of group {gi} are at different steps {sorted(steps)}; "
-                                 "funcopt keeps one step count per group")
-            new_slots = _validated_slots(g, template, per_param)
-            if steps:
-                step = steps.pop()
-            elif any(per_param):
-                step = 1  # state without a step count (e.g. SGD's momentum buffers): past the first step
-            else:
-                step = 0
-            extra = None
-            extra_spec = _extra_leaves(template)
-            if extra_spec and len(saved_ids) == 1:
-                saved_extra = saved_groups[next(iter(saved_ids))].get("group_state")
-                if saved_extra is not None:
-                    if not isinstance(saved_extra, (list, tuple)) or len(saved_extra) != len(extra_spec):
-                        raise ValueError(f"saved 'group_state' of group {gi} must be a list of {len(extra_spec)} "
-                                         "arrays")
-                    extra = []
-                    for spec, v in zip(extra_spec, saved_extra):
-                        arr = _to_numpy(v)
-                        if tuple(arr.shape) != tuple(spec.shape) or not np.issubdtype(arr.dtype, np.number):
-                            raise ValueError(f"saved 'group_state' of group {gi} has an entry of shape "
-                                             f"{tuple(arr.shape)} / dtype {arr.dtype}, expected {tuple(spec.shape)}")
-                        extra.append(arr.astype(spec.dtype))
-            plan.append((g, hp, _state_setter(g.layout, new_slots, step, extra)))
-        return plan
+    def _plan_load(self, state_dict: Mapping[str, Any], by_name: bool,
+                   strict: bool) -> tuple[list[_state_dict.GroupPlan], IncompatibleKeys]:
+        """Validate ``state_dict`` and plan each group's new hyperparameters and state (raises, changes nothing)."""
+        return _state_dict.plan(self, state_dict, by_name, strict)
 
     # ------------------------------------------------------------------ models (see funcopt.optim._model)
 
@@ -1355,14 +1083,6 @@ def _freeze(v: Any) -> Any:
     return v
 
 
-def _register(hooks: dict[int, Callable[..., Any]], hook: Callable[..., Any], prepend: bool) -> RemovableHandle:
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
-    if prepend:
-        hooks.move_to_end(handle.id, last=False)  # type: ignore[attr-defined]
-    return handle
-
-
 def _one_tree_of(groups: list[dict[str, Any]]) -> Any:
     """The treedef of the model pytree when every group is a masked cut of the same one, else None."""
     if len(groups) < 2:
@@ -1399,181 +1119,6 @@ def _merge_groups(treedef: Any, groups: list[_Group], leaves_per_group: list[lis
     return treedef.unflatten([next(iters[gi]) for gi in owners])
 
 
-def _optimizer_states(state: Any) -> list[OptimizerState]:
-    return [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, OptimizerState))
-            if isinstance(s, OptimizerState)]
-
-
-def _slot_names(state: Any) -> list[str]:
-    return [k for s in _optimizer_states(state) for k in s.slots]
-
-
-def _slots_per_param(group: _Group) -> list[dict[str, np.ndarray]]:
-    per_param: list[dict[str, np.ndarray]] = [{} for _ in group.names]
-    for s in _optimizer_states(group.state):
-        for k, tree in s.slots.items():
-            for i, leaf in enumerate(group.layout.unpack_host(_slot_leaves(tree))):
-                if leaf is not None:  # a slot this parameter does not have (Adafactor's row_var of a vector)
-                    per_param[i][k] = leaf
-    return per_param
-
-
-def _slot_leaves(tree: Any) -> list[Any]:
-    return jax.tree.leaves(tree, is_leaf=lambda x: x is None)
-
-
-def _extra_leaves(state: Any) -> list[Any]:
-    """Arrays of the functional state outside its per-parameter slots (e.g. schedule-free's weight sum)."""
-    nodes = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, OptimizerState))
-    return [x for x in nodes if not isinstance(x, OptimizerState)]
-
-
-def _replace_extra(state: Any, values: list[Any]) -> Any:
-    nodes, treedef = jax.tree.flatten(state, is_leaf=lambda x: isinstance(x, OptimizerState))
-    it = iter(values)
-    return treedef.unflatten([n if isinstance(n, OptimizerState) else jnp.asarray(next(it), n.dtype) for n in nodes])
-
-
-def _group_step(group: _Group) -> jax.Array:
-    states = _optimizer_states(group.state)
-    return states[0].step if states else jnp.zeros([], jnp.int32)
-
-
-def _validated_slots(group: _Group, template: Any, per_param: list[dict[str, np.ndarray]]) -> dict[str, list]:
-    """Check saved arrays against the state the optimizer would create; return slot leaves or raise."""
-    out: dict[str, list] = {}
-    for s in _optimizer_states(template):
-        for k, tree in s.slots.items():
-            storage_spec = _slot_leaves(tree)
-            new = []
-            for i, (name, saved) in enumerate(zip(group.names, per_param)):
-                if k not in saved:
-                    new.append(None)  # keep a fresh value
-                    continue
-                if not group.layout.flat and storage_spec[i] is None:
-                    raise ValueError(f"loaded state {k!r} of parameter {name!r} has no place in this optimizer's "
-                                     "state for that parameter")
-                shape, dtype = group.layout.leaf_spec(storage_spec, i)
-                arr = saved[k]
-                if tuple(arr.shape) != shape and arr.size == 1 and int(np.prod(shape)) == 1:
-                    arr = arr.reshape(shape)
-                if tuple(arr.shape) != shape:
-                    raise ValueError(f"loaded state {k!r} of parameter {name!r} has shape {tuple(arr.shape)}, "
-                                     f"expected {shape}")
-                kind_ok = (np.issubdtype(arr.dtype, np.complexfloating) == jnp.issubdtype(dtype,
-                                                                                            jnp.complexfloating)
-                           and jnp.issubdtype(arr.dtype, jnp.inexact))  # ml_dtypes' bfloat16, float8 too
-                if not kind_ok:
-                    raise ValueError(f"loaded state {k!r} of parameter {name!r} has dtype {arr.dtype}, which "
-                                     f"cannot hold the optimizer's {dtype} state")
-                new.append(arr.astype(dtype))
-            out[k] = new
-    return out
-
-
-def _state_setter(layout: Layout, new_slots: dict[str, list], step: int,
-                  extra: list[Any] | None) -> Callable[[Any], Any]:
-    def apply(state: Any) -> Any:
-        if extra is not None:
-            state = _replace_extra(state, extra)
-        def replace(node):
-            if not isinstance(node, OptimizerState):
-                return node
-            slots = {}
-            for k, tree in node.slots.items():
-                storage, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
-                given = new_slots.get(k)
-                if given is None or all(v is None for v in given):
-                    slots[k] = tree
-                    continue
-                fresh = layout.unpack_host(storage)
-                per_leaf = [v if v is not None else f for v, f in zip(given, fresh)]
-                slots[k] = treedef.unflatten(layout.pack_host(per_leaf, storage))
-            return node._replace(step=jnp.asarray(step, node.step.dtype), slots=slots)
-
-        return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, OptimizerState))
-
-    return apply
-
-
-def _carry_slots(old: Any, new: Any) -> Any:
-    """Copy slots that exist in both the old and the rebuilt state (same names and shapes)."""
-    olds = _optimizer_states(old)
-    if not olds:
-        return new
-    src = olds[0]
-
-    def replace(node):
-        if not isinstance(node, OptimizerState):
-            return node
-        slots = dict(node.slots)
-        for k in slots:
-            if k in src.slots and jax.tree.structure(src.slots[k]) == jax.tree.structure(slots[k]):
-                # in the rebuilt state's dtypes: a new state_dtype applies to the carried values
-                slots[k] = jax.tree.map(lambda old, fresh: old.astype(fresh.dtype), src.slots[k], slots[k])
-        return node._replace(step=src.step, slots=slots)
-
-    return jax.tree.map(replace, new, is_leaf=lambda x: isinstance(x, OptimizerState))
-
-
-def _literal_zero_decay(state: Any) -> Any:
-    """``state`` with each ``weight_decay`` replaced by a literal 0 of its dtype (for tracing)."""
-    def replace(node):
-        if not isinstance(node, OptimizerState) or "weight_decay" not in node.hparams:
-            return node
-        zero = jax.tree.map(lambda d: np.zeros((), d.dtype), node.hparams["weight_decay"])
-        return node._replace(hparams={**node.hparams, "weight_decay": zero})
-
-    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, OptimizerState))
-
-
-def _restore_hparams(new: Any, old: Any) -> Any:
-    """``new`` with the hyperparameters of ``old`` (the traced values, not the literals)."""
-    return jax.tree.map(lambda n, o: n._replace(hparams=o.hparams) if isinstance(n, OptimizerState) else n,
-                        new, old, is_leaf=lambda x: isinstance(x, OptimizerState))
-
-
-def _set_state_hparams(state: Any, values: Mapping[str, Any]) -> Any:
-    dtype = float_dtype()
-
-    def replace(node):
-        if not isinstance(node, OptimizerState):
-            return node
-        hp = dict(node.hparams)
-        for k, v in values.items():
-            if k in hp:
-                hp[k] = jax.tree.map(lambda o, n: hparam_array(n, o.dtype if o.dtype else dtype), hp[k],
-                                     tuple(v) if isinstance(v, list) else v)
-        return node._replace(hparams=hp)
-
-    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, OptimizerState))
-
-
-# ---------------------------------------------------------------------- gradient storage, for in-place utilities
-
-
-def _grad_storage(opt: Optimizer) -> list[list[jax.Array]] | None:
-    """The accumulated gradients as stored: one list of arrays per group, or None when cleared.
-
-    Each group's list is its :class:`~funcopt.optim._layout.Layout` storage (flat
-    buffers per dtype, or the leaves themselves). Utilities that rewrite every
-    gradient (``funcopt.optim.clip_grad``) work on it in one jitted call, whatever
-    the layout, and hand the result to :func:`_replace_grad_storage`.
-    """
-    if any(g.grads is None for g in opt._groups):
-        return None
-    return [list(g.grads) for g in opt._groups]
-
-
-def _replace_grad_storage(opt: Optimizer, storage: list[list[jax.Array]]) -> None:
-    """Store new gradients, with the shapes and dtypes :func:`_grad_storage` returned."""
-    guard.check_host_call(opt, "in-place gradient update (clip_grad_norm_, clip_grad_value_)", storage)
-    if len(storage) != len(opt._groups):
-        raise ValueError(f"expected gradient storage for {len(opt._groups)} groups, got {len(storage)}")
-    for g, new in zip(opt._groups, storage):
-        g.grads = list(new)
-
-
 def _flatten_like(tree: Any, treedef: Any, what: str) -> list[Any]:
     """The leaves of ``tree`` where ``treedef`` has leaves; None stays a leaf there (a missing gradient)."""
     try:
@@ -1588,9 +1133,3 @@ def _flatten_like(tree: Any, treedef: Any, what: str) -> list[Any]:
 
 def _is_pytree_node(x: Any) -> bool:
     return x is not None and jax.tree.structure(x).num_nodes > 1
-
-
-def _compiled_token(group: _Group) -> Any:
-    """What a group's compiled step depends on beyond array values: options, slots, schedules, kernel."""
-    schedules = tuple((k, v) for k, v in sorted(group.hp_values.items()) if callable(v))
-    return group.static_key, group.native, schedules

@@ -76,7 +76,7 @@ class Adam(Optimizer):
 
     def _check_hparams(self, hp):
         _check_foreach_arrays(hp)
-        super()._check_hparams(hp)
+        return super()._check_hparams(hp)
 
 
 class AdamW(Optimizer):
@@ -98,7 +98,7 @@ class AdamW(Optimizer):
 
     def _check_hparams(self, hp):
         _check_foreach_arrays(hp)
-        super()._check_hparams(hp)
+        return super()._check_hparams(hp)
 
 
 _FOREACH = {"foreach": None}
@@ -356,8 +356,8 @@ class ProximalAdagrad(Optimizer):
 class ScheduleFreeAdamW(Optimizer):
     """Schedule-free AdamW over :func:`funcopt.schedule_free_adamw`; state ``step``, ``z``, ``exp_avg_sq``.
 
-    ``opt.params`` is the training sequence y; evaluate at
-    ``fo.schedule_free_eval_params(opt._groups[0].state, ...)`` or :meth:`eval_params`.
+    ``opt.params`` is the training sequence y; evaluate at :meth:`eval_params` (the averaged
+    sequence x, which :func:`funcopt.schedule_free_eval_params` computes from each group's state).
 
     Example:
         >>> import jax.numpy as jnp

@@ -42,8 +42,9 @@ import numpy as np
 
 from funcopt._src.base import PyTree
 from funcopt._src.tree import param_names
+from funcopt.optim.interop import to_numpy
 from funcopt.optim.lr_scheduler import LRScheduler
-from funcopt.optim.optimizer import Optimizer, _to_numpy
+from funcopt.optim.optimizer import Optimizer
 from funcopt.transforms.averaging import DECAY_MESSAGE, lerp, running_mean
 
 __all__ = [
@@ -361,7 +362,7 @@ class AveragedModel:
         arrays = {}
         for k in expected:
             if k in state_dict:
-                arrays[k] = _to_numpy(state_dict[k])
+                arrays[k] = to_numpy(state_dict[k])
         for name, leaf in zip(self._names, self._leaves):
             key = "module." + name
             if key in arrays and tuple(arrays[key].shape) != leaf.shape:

@@ -88,7 +88,7 @@ def test_split_views_give_the_gradients_of_slice_views_bit_for_bit():
 
     want = jax.jit(jax.grad(lambda s: loss(treedef.unflatten(by_slices(s)), x)))(storage)
     assert opt.backward(loss, x).dtype == jnp.float32
-    for got, ref in zip(opt._groups[0].grads, want):
+    for got, ref in zip(opt.grad_storage()[0], want):
         np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(ref).view(np.uint8))
     # and the leaves of the view are the leaves
     jax.tree.map(np.testing.assert_array_equal, opt.params, params)

@@ -144,7 +144,7 @@ def test_clip_grad_norm_compiles_once_and_donates():
             if i == 0:
                 fo.optim.clip_grad_norm_(opt, 0.1)
                 size = clip_grad._clip_norm_donating._cache_size()
-                old = opt._groups[0].grads[0]
+                old = opt.grad_storage()[0][0]
             else:
                 fo.optim.clip_grad_norm_(opt, 0.1 * (i + 1))  # a new max_norm does not recompile
             fo.optim.clip_grad_value_(opt, 0.05 * (i + 1))

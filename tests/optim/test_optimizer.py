@@ -189,7 +189,7 @@ def test_step_donates_old_buffers():
     # the arrays the optimizer holds (packed buffers; opt.params is a view of them)
     old_params = [b for g in opt._groups for b in g.params]
     old_state = jax.tree.leaves(opt._groups[0].state.slots)
-    old_grads = [b for g in opt._groups for b in g.grads]
+    old_grads = [b for group in opt.grad_storage() for b in group]
     opt.step()
     assert all(p.is_deleted() for p in old_params)
     assert all(s.is_deleted() for s in old_state)

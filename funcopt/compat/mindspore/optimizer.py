@@ -29,8 +29,8 @@ from funcopt.compat.mindspore.rules import (
     unscale,
 )
 from funcopt.optim import guard
+from funcopt.optim.optimizer import IncompatibleKeys
 from funcopt.optim.optimizer import Optimizer as _Engine
-from funcopt.optim.optimizer import _group_step
 from funcopt.transforms.masking import MaskedNode
 from funcopt.transforms.weight_decay import add_decayed_weights, centralize, mindspore_decay_filter
 
@@ -236,14 +236,16 @@ class Optimizer:
             return {"state": {}, "param_groups": [], "global_step": self._global_step}
         return {**self._engine.state_dict(), "global_step": self._global_step}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load :meth:`state_dict`'s result."""
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Load :meth:`state_dict`'s result; ``strict`` as :meth:`funcopt.optim.Optimizer.load_state_dict`."""
         guard.check_host_call(self, "load_state_dict", state_dict)
         if self._engine is not None:
-            self._engine.load_state_dict({k: v for k, v in state_dict.items() if k != "global_step"})
-            self._global_step = int(_group_step(self._engine._groups[0]))
-        else:
-            self._global_step = int(state_dict.get("global_step", 0))
+            keys = self._engine.load_state_dict({k: v for k, v in state_dict.items() if k != "global_step"},
+                                                strict=strict)
+            self._global_step = self._engine.step_count(0)
+            return keys
+        self._global_step = int(state_dict.get("global_step", 0))
+        return IncompatibleKeys([], [], [])
 
     # ------------------------------------------------------------------ MindSpore's helpers
 
