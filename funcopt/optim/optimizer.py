@@ -844,7 +844,8 @@ class Optimizer(HookRegistry):
         Everything is validated before anything changes: the number of groups,
         their sizes, each state array's shape and dtype kind. On any error the
         optimizer is left exactly as it was. Floating state is cast to its
-        parameter's dtype (as torch does).
+        parameter's dtype (as torch does), or, where the group sets a state dtype
+        (``mu_dtype``, ``nu_dtype``, ``state_dtype``), rounded to nearest into it.
 
         By index (the default), parameter ``i`` of a saved group feeds parameter
         ``i`` here, as in torch. Where both sides name their parameters (not just

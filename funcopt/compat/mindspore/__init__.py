@@ -78,6 +78,7 @@ from funcopt.schedules.dynamic_lr import (
     polynomial_decay_lr,
     warmup_lr,
 )
+from funcopt.transforms.weight_decay import mindspore_decay_filter, mindspore_decay_mask
 
 __all__ = [
     "ASGD",
@@ -109,6 +110,8 @@ __all__ = [
     "cosine_decay_lr",
     "exponential_decay_lr",
     "inverse_decay_lr",
+    "mindspore_decay_filter",
+    "mindspore_decay_mask",
     "natural_exp_decay_lr",
     "piecewise_constant_lr",
     "polynomial_decay_lr",
