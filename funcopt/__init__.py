@@ -26,6 +26,7 @@ from funcopt._src.hparams import (
     get_hparams,
     set_hparams,
 )
+from funcopt._src.packing import Packed, pack
 from funcopt._src.tree import name_labels, name_mask, named_leaves, names_tree, param_names, path_name
 from funcopt.checkpoint import CheckpointError, load, save
 from funcopt.optimizers import (
@@ -112,6 +113,7 @@ __all__ = [
     "MaskedState",
     "MixedPrecisionState",
     "OptimizerState",
+    "Packed",
     "Params",
     "PartitionState",
     "PyTree",
@@ -185,6 +187,7 @@ __all__ = [
     "name_mask",
     "named_leaves",
     "names_tree",
+    "pack",
     "param_names",
     "partition",
     "path_name",
