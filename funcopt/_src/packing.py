@@ -114,8 +114,20 @@ def split_leaves(layout: FlatLayout, buffers: Sequence[Any]) -> list[Any]:
     for b, members in enumerate(layout.members):
         parts = jax.lax.split(buffers[b], [layout.where[i][2] for i in members])
         for i, part in zip(members, parts):
-            out[i] = part.reshape(layout.shapes[i])
+            out[i] = _reshape(part, layout.shapes[i])
     return out
+
+
+def _reshape(part: Any, shape: tuple[int, ...]) -> Any:
+    if tuple(part.shape) == shape:
+        return part
+    sharding = getattr(jax.typeof(part), "sharding", None)
+    if sharding is not None and any(s is not None for s in sharding.spec):
+        # A buffer split over an explicit-sharding mesh: jax asks where the reshaped leaf goes. Whole on
+        # every device, as jax places it by itself on an automatic mesh.
+        return jax.lax.reshape(part, shape, out_sharding=jax.sharding.NamedSharding(sharding.mesh,
+                                                                                     jax.sharding.PartitionSpec()))
+    return part.reshape(shape)
 
 
 class _PackAux(NamedTuple):
