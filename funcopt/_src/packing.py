@@ -254,7 +254,7 @@ def pack(tree: Any) -> Packed:
     leaves (integer and bool arrays, PRNG keys, Python numbers) are kept aside
     unchanged. :meth:`Packed.unpack` gives ``tree`` back. Works on concrete
     arrays and inside ``jax.jit``; packing copies the leaves (one concatenate
-    per buffer).
+    per buffer). NumPy leaves come back from :meth:`Packed.unpack` as jax arrays.
 
     It pays when a model has many small leaves: an elementwise optimizer
     update then compiles to one loop per buffer instead of one per leaf. Keep
