@@ -29,6 +29,7 @@ from funcopt._src.hparams import (
     set_hparams,
 )
 from funcopt._src.matching import IncompatibleKeys
+from funcopt._src.packing import Packed, pack
 from funcopt._src.tree import name_labels, name_mask, named_leaves, names_tree, param_names, path_name
 from funcopt.checkpoint import CheckpointError, load, save
 from funcopt.optimizers import (
@@ -127,6 +128,7 @@ __all__ = [
     "MixedPrecisionState",
     "MultiStepsState",
     "OptimizerState",
+    "Packed",
     "Params",
     "PartitionState",
     "PyTree",
@@ -186,6 +188,7 @@ __all__ = [
     "named_leaves",
     "names_tree",
     "optim",
+    "pack",
     "param_names",
     "partition",
     "path_name",

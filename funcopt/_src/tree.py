@@ -254,6 +254,7 @@ def name_mask(tree: PyTree, spec: Callable[[str, Any], bool] | str | Iterable[st
         >>> fo.name_mask(params, ['*.bias', 'norm.*'])
         {'fc': {'bias': True, 'weight': False}, 'norm': {'gamma': True}}
     """
+    _refuse_packed(tree, "fo.name_mask")
     pred = _name_predicate(spec)
     return _map_with_name(lambda name, leaf: bool(pred(name, leaf)), tree)
 
@@ -270,7 +271,15 @@ def name_labels(tree: PyTree, label_fn: Callable[[str, Any], Any]) -> PyTree:
         >>> fo.name_labels(params, lambda name, _: 'no_decay' if name.endswith('bias') else 'decay')
         {'fc': {'bias': 'no_decay', 'weight': 'decay'}}
     """
+    _refuse_packed(tree, "fo.name_labels")
     return _map_with_name(label_fn, tree)
+
+
+def _refuse_packed(tree: PyTree, who: str) -> None:
+    # imported here: the packing module builds on this one
+    from funcopt._src.packing import refuse_packed
+
+    refuse_packed(tree, who)
 
 
 # --- tree math -----------------------------------------------------------------

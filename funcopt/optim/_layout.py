@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcopt._src.packing import flat_layout, pack_leaves, split_leaves
+
 
 class Layout:
     """Storage of one group's leaves: ``pack`` leaves into storage, ``unpack`` storage into leaves.
@@ -32,28 +34,18 @@ class Layout:
         self.where: list[tuple[int, int, int]] = []  # (buffer, offset, size) per leaf
         self.members: list[list[int]] = []  # leaves of each buffer
         if flat:
-            sizes: list[int] = []
-            for i, (shape, dtype) in enumerate(zip(self.shapes, self.dtypes)):
-                if dtype not in self.buffer_dtypes:
-                    self.buffer_dtypes.append(dtype)
-                    sizes.append(0)
-                    self.members.append([])
-                b = self.buffer_dtypes.index(dtype)
-                size = int(np.prod(shape, dtype=np.int64))
-                self.where.append((b, sizes[b], size))
-                sizes[b] += size
-                self.members[b].append(i)
-            self.buffer_sizes = sizes
+            layout = flat_layout(self.shapes, self.dtypes)
+            self.buffer_dtypes = list(layout.buffer_dtypes)
+            self.where = list(layout.where)
+            self.members = [list(m) for m in layout.members]
+            self.buffer_sizes = list(layout.buffer_sizes)
+            self._flat_layout = layout
 
     def pack(self, leaves: Sequence[Any]) -> list[jax.Array]:
         """Leaves (arrays or tracers) to storage; a new array either way."""
         if not self.flat:
             return [jnp.array(x, dtype=d, copy=True) for x, d in zip(leaves, self.dtypes)]
-        out = []
-        for b, members in enumerate(self.members):
-            parts = [jnp.ravel(jnp.asarray(leaves[i])).astype(self.buffer_dtypes[b]) for i in members]
-            out.append(jnp.concatenate(parts) if len(parts) > 1 else jnp.array(parts[0], copy=True))
-        return out
+        return pack_leaves(self._flat_layout, leaves)
 
     def unpack(self, storage: Sequence[Any]) -> list[Any]:
         """Storage to leaves (static slices: free inside a jitted function, and cheap outside one)."""
@@ -73,11 +65,7 @@ class Layout:
         """
         if not self.flat:
             return list(storage)
-        out: list[Any] = [None] * len(self.shapes)
-        for b, members in enumerate(self.members):
-            for i, part in zip(members, jax.lax.split(storage[b], [self.where[i][2] for i in members])):
-                out[i] = part.reshape(self.shapes[i])
-        return out
+        return split_leaves(self._flat_layout, storage)
 
     def unpack_host(self, storage: Sequence[Any]) -> list[np.ndarray]:
         """Storage to per-leaf NumPy copies; a 0-d storage entry (a per-buffer scalar) goes to every leaf."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, floating_only
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, per_leaf_optimizer
+from funcopt._src.packing import refusing_packed
 from funcopt.optimizers._common import signed
 
 _SLOTS = ("row_var", "col_var", "variance")
@@ -216,4 +217,4 @@ def adafactor(
         ndims = [np.ndim(p) for p in p_leaves]
         return updates, new_state._replace(slots=strip(new_state.slots, treedef, ndims))
 
-    return floating_only(GradientTransformation(init, update))
+    return refusing_packed(floating_only(GradientTransformation(init, update)), "fo.adafactor")

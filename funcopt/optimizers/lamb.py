@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
+from funcopt._src.packing import refusing_packed
 from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay
 
@@ -99,11 +100,11 @@ def lamb(
             trust = jnp.where(use, p_norm / jnp.where(use, r_norm, 1), trust)
         return -hp["lr"] * trust * r, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
-    return per_leaf_optimizer(
+    return refusing_packed(per_leaf_optimizer(
         hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
         slots=("exp_avg", "exp_avg_sq"),
         leaf_update=leaf_update,
         needs_params=always_adapt or not is_static_zero(weight_decay),
         precision=precision,
         name="lamb",
-    )
+    ), "fo.lamb")

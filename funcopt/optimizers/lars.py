@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, per_leaf_optimizer
+from funcopt._src.packing import refusing_packed
 from funcopt.optimizers._common import check_eps, check_lr, check_weight_decay
 
 
@@ -105,11 +106,11 @@ def lars(
         direction = g + mu * buf if nesterov else buf
         return -lr_ * direction, {"momentum_buffer": buf}
 
-    return per_leaf_optimizer(
+    return refusing_packed(per_leaf_optimizer(
         hparams={"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                  "trust_coefficient": trust_coefficient, "eps": eps},
         slots=("momentum_buffer",),
         leaf_update=leaf_update,
         needs_params=True,
         name="lars",
-    )
+    ), "fo.lars")

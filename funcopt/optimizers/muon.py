@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation, floating_only
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, is_static_zero, per_leaf_optimizer
+from funcopt._src.packing import refusing_packed
 
 # Keller Jordan's quintic coefficients and defaults, as in torch.optim.Muon.
 DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -190,4 +191,4 @@ def muon(
             check_leaves(params)
         return inner.update(grads, state, params)
 
-    return floating_only(GradientTransformation(init, update))
+    return refusing_packed(floating_only(GradientTransformation(init, update)), "fo.muon")

@@ -21,6 +21,7 @@ from funcopt._src.hparams import (
     float_dtype,
     has_schedule,
 )
+from funcopt._src.packing import refuse_packed
 from funcopt._src.tree import floating_leaves, tree_norm
 
 
@@ -475,6 +476,7 @@ def clip_by_leaf_norm(max_norm: HParam, norm_type: float | str = 2.0) -> Gradien
 
     def apply(updates, params, hp):
         del params
+        refuse_packed(updates, "fo.clip_by_leaf_norm")
 
         def leaf(u):
             u = jnp.asarray(u)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 
 from funcopt._src.base import GradientTransformation, MaskedNode, PyTree, floating_only, with_extra_args_support
+from funcopt._src.packing import refuse_packed
 from funcopt._src.tree import name_mask
 
 __all__ = ["MaskedNode", "MaskedState", "PartitionState", "label_fn_from_names", "masked", "partition"]
@@ -67,10 +68,12 @@ def masked(inner: Any, mask: Any) -> GradientTransformation:
     inner = with_extra_args_support(inner)
 
     def init(params):
+        refuse_packed(params, "fo.masked")
         m = _resolve_mask(mask, params)
         return MaskedState(inner.init(_select(params, m)))
 
     def update(updates, state, params=None, **extra):
+        refuse_packed(updates, "fo.masked")
         m = _resolve_mask(mask, updates if params is None else params)
         sel_params = None if params is None else _select(params, m)
         new_sel, inner_state = inner.update(_select(updates, m), state.inner_state, sel_params, **extra)
@@ -100,6 +103,7 @@ def partition(transforms: Mapping[Hashable, Any], labels: Any) -> GradientTransf
     txs = {k: with_extra_args_support(t) for k, t in transforms.items()}
 
     def resolve(params):
+        refuse_packed(params, "fo.partition")
         lab = labels(params) if callable(labels) else labels
         unknown = set(jax.tree.leaves(lab)) - set(txs)
         if unknown:
@@ -167,6 +171,7 @@ def label_fn_from_names(rules: Mapping[str, Any], default: Any) -> Callable[[PyT
                     return lab
             return default
 
+        refuse_packed(params, "fo.label_fn_from_names")
         out = name_labels(params, label)
         unused = [pat for pat in rules if pat not in used
                   and not any(fnmatch.fnmatchcase(n, pat) for n in names)]

@@ -10,6 +10,7 @@ import numpy as np
 
 from funcopt._src.base import EmptyState, GradientTransformation, PyTree, floating_only
 from funcopt._src.hparams import HParam, check_hparam, compute_dtype
+from funcopt._src.packing import refuse_packed
 from funcopt._src.tree import name_mask
 from funcopt.transforms.clipping import hparam_transform
 
@@ -22,6 +23,7 @@ shell-style patterns matched against the torch-style names (``'*.weight'``)."""
 def _resolve_mask(mask: Mask, tree: PyTree) -> PyTree | None:
     if mask is None:
         return None
+    refuse_packed(tree, "a weight-decay mask")
     if isinstance(mask, str) or (
         isinstance(mask, (list, tuple)) and len(mask) > 0 and all(isinstance(m, str) for m in mask)
     ):
@@ -180,6 +182,7 @@ def mindspore_decay_mask(params: PyTree) -> PyTree:
         >>> fo.mindspore_decay_mask({'bn': {'gamma': 1.0, 'beta': 0.0}, 'fc': {'weight': 1.0}})
         {'bn': {'beta': False, 'gamma': False}, 'fc': {'weight': True}}
     """
+    refuse_packed(params, "fo.mindspore_decay_mask")
     return name_mask(params, lambda name, _: mindspore_decay_filter(name))
 
 
@@ -238,6 +241,7 @@ def centralize(mask: Mask = None, channel_multiple: int | None = None) -> Gradie
 
     def update(updates, state, params=None, **extra):
         del extra
+        refuse_packed(updates, "fo.centralize")
         m = _resolve_mask(mask, updates if params is None else params)
         return _map_masked(leaf, m, updates), state
 
