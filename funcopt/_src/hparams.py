@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, floating_only
+from funcopt._src.scalar_work import once_per_step
 from funcopt._src.tree import shard_like, strip_variables
 
 Schedule = Callable[[jax.Array], Any]
@@ -210,25 +211,7 @@ def per_leaf_optimizer(
         slot_trees = {k: treedef.unflatten([s[k] for s in per_leaf]) for k in slots}
         return OptimizerState(step=jnp.zeros([], jnp.int32), hparams=hp, slots=slot_trees)
 
-    def update(grads, state, params=None, **extra):
-        del extra
-        if not isinstance(state, OptimizerState):
-            raise TypeError(f"{name}: expected an OptimizerState, got {type(state).__name__}")
-        if set(state.hparams) != set(hparams) or set(state.slots) != set(slots):
-            raise ValueError(f"{name}: this state was made by another optimizer (hyperparameters "
-                             f"{sorted(state.hparams)}, slots {sorted(state.slots)}; {name} has "
-                             f"{sorted(hparams)}, {sorted(slots)})")
-        if params is None and needs_params:
-            raise ValueError(f"{name}: params must be given to update() with these hyperparameters "
-                             "(e.g. a nonzero weight_decay)")
-        hp = state.hparams
-        if scheduled:
-            fresh = evaluate_hparams(hparams, state.step)
-            hp = {k: (fresh[k] if has_schedule(hparams[k]) else hp[k]) for k in hparams}
-        step = state.step + 1
-        g_leaves, treedef = jax.tree.flatten(grads)
-        p_leaves = treedef.flatten_up_to(params) if params is not None else [None] * len(g_leaves)
-        s_leaves = {k: treedef.flatten_up_to(state.slots[k]) for k in slots}
+    def update_leaves(g_leaves, p_leaves, s_leaves, hp, step):
         new_updates, new_slots = [], {k: [] for k in slots}
         for i, g in enumerate(g_leaves):
             g = jnp.asarray(g)
@@ -255,6 +238,30 @@ def per_leaf_optimizer(
             new_updates.append(u.astype(out_dtype))
             for k in slots:
                 new_slots[k].append(s_new[k].astype(leaf_slots[k].dtype))
+        return new_updates, new_slots
+
+    def update(grads, state, params=None, **extra):
+        del extra
+        if not isinstance(state, OptimizerState):
+            raise TypeError(f"{name}: expected an OptimizerState, got {type(state).__name__}")
+        if set(state.hparams) != set(hparams) or set(state.slots) != set(slots):
+            raise ValueError(f"{name}: this state was made by another optimizer (hyperparameters "
+                             f"{sorted(state.hparams)}, slots {sorted(state.slots)}; {name} has "
+                             f"{sorted(hparams)}, {sorted(slots)})")
+        if params is None and needs_params:
+            raise ValueError(f"{name}: params must be given to update() with these hyperparameters "
+                             "(e.g. a nonzero weight_decay)")
+        hp = state.hparams
+        if scheduled:
+            fresh = evaluate_hparams(hparams, state.step)
+            hp = {k: (fresh[k] if has_schedule(hparams[k]) else hp[k]) for k in hparams}
+        step = state.step + 1
+        g_leaves, treedef = jax.tree.flatten(grads)
+        p_leaves = treedef.flatten_up_to(params) if params is not None else [None] * len(g_leaves)
+        s_leaves = {k: treedef.flatten_up_to(state.slots[k]) for k in slots}
+        # Traced as one program whose repeated scalar work (the hyperparameters cast to each leaf's
+        # dtype, bias corrections and other functions of the step) is then done once, not per leaf.
+        new_updates, new_slots = once_per_step(update_leaves)(g_leaves, p_leaves, s_leaves, hp, step)
         updates = treedef.unflatten(new_updates)
         slot_trees = {k: treedef.unflatten(v) for k, v in new_slots.items()}
         return updates, OptimizerState(step=step, hparams=hp, slots=slot_trees)
