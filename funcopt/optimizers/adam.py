@@ -67,7 +67,7 @@ def adam(
         lr_, eps_, wd = hp["lr"], hp["eps"], hp["weight_decay"]
         beta1, beta2 = hp["betas"]
         g = signed(g, maximize)
-        decay = jnp.zeros_like(g)
+        decay = None  # no array of zeros to subtract from: one op less per leaf
         if decoupled_weight_decay:
             if p is not None:
                 decay = -lr_ * wd * p
@@ -84,7 +84,8 @@ def adam(
             second = jnp.maximum(slots["max_exp_avg_sq"], exp_avg_sq)
             new_slots["max_exp_avg_sq"] = second
         denom = jnp.sqrt(second) / bias_correction2_sqrt + eps_
-        return decay - (lr_ / bias_correction1) * exp_avg / denom, new_slots
+        step_ = -(lr_ / bias_correction1) * exp_avg / denom
+        return step_ if decay is None else decay + step_, new_slots
 
     return per_leaf_optimizer(
         hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
