@@ -177,6 +177,12 @@ def per_leaf_optimizer(
     ``leaf_init(p, hp)`` returns the initial slots of one leaf; by default each
     slot is ``zeros_like(p)``.
 
+    The loop over the leaves is traced as one program whose repeated scalar
+    equations are merged (:func:`funcopt._src.scalar_work.once_per_step`): what
+    ``leaf_update`` computes from the hyperparameters and the step alone (casts,
+    bias corrections) is computed once per step, however many leaves there are,
+    so a rule is written for one leaf without a cost per leaf for its scalars.
+
     Only floating leaves reach ``leaf_update`` and ``leaf_init`` (see
     :func:`funcopt.floating_only`): the others keep no slots and
     their update leaves them unchanged.
@@ -213,6 +219,13 @@ def per_leaf_optimizer(
 
     def update_leaves(g_leaves, p_leaves, s_leaves, hp, step):
         new_updates, new_slots = [], {k: [] for k in slots}
+        cast_cache: dict[Any, dict[str, Any]] = {}  # the hyperparameters in each compute dtype, cast once
+
+        def hp_in(dtype):
+            if dtype not in cast_cache:
+                cast_cache[dtype] = _cast_hparams(hp, dtype)
+            return cast_cache[dtype]
+
         for i, g in enumerate(g_leaves):
             g = jnp.asarray(g)
             p = None if p_leaves[i] is None else jnp.asarray(p_leaves[i])
@@ -227,10 +240,10 @@ def per_leaf_optimizer(
             if is_complex:
                 g_c, p_c = _real_view(g_c), _real_view(p_c)
                 s_c = {k: _real_view(v) for k, v in s_c.items()}
-                hp_leaf = _cast_hparams(hp, jnp.finfo(cdtype).dtype)
+                hp_leaf = hp_in(jnp.finfo(cdtype).dtype)
             else:
-                hp_leaf = _cast_hparams(hp, cdtype)
-            u, s_new = leaf_update(g_c, p_c, s_c, hp_leaf, step)
+                hp_leaf = hp_in(cdtype)
+            u, s_new = leaf_update(g_c, p_c, s_c, dict(hp_leaf), step)
             if is_complex:
                 u = _complex_view(u)
                 s_new = {k: _complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
