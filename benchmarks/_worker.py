@@ -65,6 +65,21 @@ def time_steps(step, steps: int, sync) -> list[float]:
     return times
 
 
+def functional(funcopt: bool, opt: str):
+    """``(transform, apply_updates)`` of funcopt's functional optimizer ``opt``, or optax's."""
+    if funcopt:
+        import funcopt as fo
+
+        return {"adam": fo.adam, "adamw": fo.adamw, "sgd": fo.sgd}[opt](**HP[opt]), fo.apply_updates
+    import optax
+
+    hp = dict(HP[opt])
+    lr = hp.pop("lr")
+    tx = {"adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=hp["weight_decay"]),
+          "sgd": lambda: optax.sgd(lr, momentum=hp["momentum"])}[opt]()
+    return tx, optax.apply_updates
+
+
 def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
     import jax
     import jax.numpy as jnp
@@ -87,19 +102,7 @@ def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
             jax.block_until_ready(o._groups[0].params)
     else:
         grads = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in shapes]
-        if contender == "funcopt-jit":
-            import funcopt as fo
-
-            tx = {"adam": fo.adam, "adamw": fo.adamw, "sgd": fo.sgd}[opt](**HP[opt])
-            apply = fo.apply_updates
-        else:
-            import optax
-
-            hp = dict(HP[opt])
-            lr = hp.pop("lr")
-            tx = {"adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=hp["weight_decay"]),
-                  "sgd": lambda: optax.sgd(lr, momentum=hp["momentum"])}[opt]()
-            apply = optax.apply_updates
+        tx, apply = functional(contender == "funcopt-jit", opt)
 
         def update(p, s, g):
             u, s = tx.update(g, s, p)
@@ -156,19 +159,7 @@ def run_train(contender: str, shapes, opt: str, steps: int, device: str) -> dict
     params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.1) for s in shapes]
     loss, inputs = matmul_loss(shapes)
     if contender in ("optax-train", "funcopt-train"):
-        if contender == "funcopt-train":
-            import funcopt as fo
-
-            tx = {"adam": fo.adam, "adamw": fo.adamw, "sgd": fo.sgd}[opt](**HP[opt])
-            apply = fo.apply_updates
-        else:
-            import optax
-
-            hp = dict(HP[opt])
-            lr = hp.pop("lr")
-            tx = {"adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=hp["weight_decay"]),
-                  "sgd": lambda: optax.sgd(lr, momentum=hp["momentum"])}[opt]()
-            apply = optax.apply_updates
+        tx, apply = functional(contender == "funcopt-train", opt)
 
         def train_step(p, s, x):
             g = jax.grad(loss)(p, x)
