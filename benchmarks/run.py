@@ -96,7 +96,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="the report (docs/benchmarks.md, or docs/benchmarks_gpu.md)")
     ap.add_argument("--train", action="store_true",
                     help="only the train-step workloads: print their table, write no report")
-    ap.add_argument("--workloads", nargs="*", default=None, help="only these train-step workloads")
+    ap.add_argument("--workloads", nargs="*", default=None,
+                    help="only these train-step workloads (N-leaves: N small matrices, e.g. 200-leaves)")
     ap.add_argument("--steps", type=int, default=None, help="steps per process (default 30, 8 with --quick)")
     args = ap.parse_args()
     out = args.out or os.path.join(ROOT, "docs", "benchmarks_gpu.md" if args.device == "gpu" else "benchmarks.md")

@@ -64,12 +64,22 @@ def many_matrices(count: int = 1000, width: int = 24) -> list[tuple[int, ...]]:
     return [(9 + (i * 7) % 33, width) for i in range(count)]
 
 
-TRAIN_WORKLOADS = {
+class _TrainWorkloads(dict):
+    """The train-step workloads by name; ``"N-leaves"`` is :func:`many_matrices` with ``N`` leaves (a smaller run)."""
+
+    def __missing__(self, name: str):
+        count, _, rest = name.partition("-")
+        if rest != "leaves" or not count.isdigit():
+            raise KeyError(name)
+        return lambda: many_matrices(int(count))
+
+
+TRAIN_WORKLOADS = _TrainWorkloads({
     "resnet50": resnet50_like,
     "transformer": transformer_like,
     "1000-leaves": many_matrices,
     "tiny": tiny_model,
-}
+})
 
 
 def matmul_loss(shapes: list[tuple[int, ...]], batch: int = 32, seed: int = 0):

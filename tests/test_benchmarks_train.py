@@ -53,4 +53,8 @@ def test_matmul_loss_multiplies_each_matrix_by_a_batch():
         inputs[4] @ params[0].reshape(3, 4).T, inputs[3] * params[1], inputs[4] @ params[2].T))
     np.testing.assert_allclose(float(jax.jit(loss)(params, inputs)), expected, rtol=1e-6)
     assert len(workloads.many_matrices()) == 1000
+    assert workloads.TRAIN_WORKLOADS["1000-leaves"]() == workloads.many_matrices()
+    assert workloads.TRAIN_WORKLOADS["30-leaves"]() == workloads.many_matrices(30)
+    with pytest.raises(KeyError):
+        workloads.TRAIN_WORKLOADS["many-leaves"]
     assert all(200 <= r * c <= 1000 for r, c in workloads.many_matrices())
