@@ -215,6 +215,12 @@ DESIGN_NOTES = [
     "step by step in the test suite.",
     "- optax runs one loop per leaf and per statistic: more loops, more dispatch and a compile time that grows "
     "with the number of leaves.",
+    "- The functional optimizers (`fo.adam(...)`...) are written per leaf; their loop over the leaves is traced "
+    "once and its repeated scalar equations merged, so what depends only on the step and the hyperparameters "
+    "(casts, bias corrections, RAdam's rectification) is computed once per step, not per leaf: Adam's update is "
+    "14 equations per leaf against optax's 15 (25 before), RAdam's 21 (159 before). With parameters given, a "
+    "weight decay held as data still reads them even at 0 (see above; the functional API cannot choose a "
+    "variant by value): one array more per leaf than `optax.adam`, which has no weight decay.",
     "- `backward` differentiates the loss through views of the packed buffers, cut by one `lax.split` per "
     "buffer, so the gradient comes back packed by one concatenate and costs the same per leaf at 1000 leaves as"
     " at 100. A `lax.slice` per leaf would transpose to one pad of the whole buffer per leaf, a gradient in "
