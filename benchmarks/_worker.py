@@ -2,6 +2,10 @@
 
 Usage: python benchmarks/_worker.py CONTENDER WORKLOAD OPTIMIZER STEPS [cpu|gpu]
 
+The train-step contenders (``TRAIN_CONTENDERS``) time a whole training step, loss + gradient +
+update, on a loss with matmuls (``workloads.matmul_loss``) over the shapes of ``TRAIN_WORKLOADS``;
+the others time an optimizer step on given gradients.
+
 On the GPU, JAX runs on its default device (run.py sets ``JAX_PLATFORMS=cuda``) and torch on
 ``cuda``; the memory columns come from the allocators' counters instead of the resident set.
 """
@@ -17,9 +21,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workloads import WORKLOADS  # noqa: E402
+from workloads import TRAIN_WORKLOADS, WORKLOADS, matmul_loss  # noqa: E402
 
 HP = {"adam": dict(lr=1e-3), "adamw": dict(lr=1e-3, weight_decay=1e-2), "sgd": dict(lr=1e-3, momentum=0.9)}
+TRAIN_CONTENDERS = ["optax-train", "funcopt-train", "funcopt-backward", "funcopt-call"]
 # bytes moved per parameter per step (fp32): reads and writes of param, grad and state
 BYTES_PER_PARAM = {"adam": 28, "adamw": 28, "sgd": 20}
 
@@ -60,6 +65,21 @@ def time_steps(step, steps: int, sync) -> list[float]:
     return times
 
 
+def functional(funcopt: bool, opt: str):
+    """``(transform, apply_updates)`` of funcopt's functional optimizer ``opt``, or optax's."""
+    if funcopt:
+        import funcopt as fo
+
+        return {"adam": fo.adam, "adamw": fo.adamw, "sgd": fo.sgd}[opt](**HP[opt]), fo.apply_updates
+    import optax
+
+    hp = dict(HP[opt])
+    lr = hp.pop("lr")
+    tx = {"adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=hp["weight_decay"]),
+          "sgd": lambda: optax.sgd(lr, momentum=hp["momentum"])}[opt]()
+    return tx, optax.apply_updates
+
+
 def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
     import jax
     import jax.numpy as jnp
@@ -82,19 +102,7 @@ def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
             jax.block_until_ready(o._groups[0].params)
     else:
         grads = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in shapes]
-        if contender == "funcopt-jit":
-            import funcopt as fo
-
-            tx = {"adam": fo.adam, "adamw": fo.adamw, "sgd": fo.sgd}[opt](**HP[opt])
-            apply = fo.apply_updates
-        else:
-            import optax
-
-            hp = dict(HP[opt])
-            lr = hp.pop("lr")
-            tx = {"adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=hp["weight_decay"]),
-                  "sgd": lambda: optax.sgd(lr, momentum=hp["momentum"])}[opt]()
-            apply = optax.apply_updates
+        tx, apply = functional(contender == "funcopt-jit", opt)
 
         def update(p, s, g):
             u, s = tx.update(g, s, p)
@@ -109,6 +117,13 @@ def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
 
         def sync():
             jax.block_until_ready(carry[0])
+
+    return time_jax(step, sync, steps, device)
+
+
+def time_jax(step, sync, steps: int, device: str) -> dict:
+    """Time ``steps`` calls of a JAX ``step`` after a first one (compile), with the memory columns."""
+    import jax
 
     t = time.perf_counter()
     step()
@@ -132,6 +147,55 @@ def run_jax(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
         extra = peak_mb() - before
     med = statistics.median(times)
     return dict(step_ms=med * 1e3, compile_s=max(first - med, 0.0), live_mb=live, step_extra_mb=max(extra, 0.0))
+
+
+def run_train(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
+    """One training step (loss + grad + update) per call, on ``matmul_loss`` over ``shapes``."""
+    import jax
+    import jax.numpy as jnp
+
+    jnp.zeros(1).block_until_ready()
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.1) for s in shapes]
+    loss, inputs = matmul_loss(shapes)
+    if contender in ("optax-train", "funcopt-train"):
+        tx, apply = functional(contender == "funcopt-train", opt)
+
+        def train_step(p, s, x):
+            g = jax.grad(loss)(p, x)
+            u, s = tx.update(g, s, p)
+            return apply(p, u), s
+
+        fn = jax.jit(train_step, donate_argnums=(0, 1))
+        carry = [params, tx.init(params)]
+        del params
+
+        def step():
+            carry[0], carry[1] = fn(carry[0], carry[1], inputs)
+
+        def sync():
+            jax.block_until_ready(carry[0])
+    else:
+        import funcopt as fo
+
+        cls = {"adam": fo.optim.Adam, "adamw": fo.optim.AdamW, "sgd": fo.optim.SGD}[opt]
+        o = cls(params, **HP[opt])
+        del params
+        if contender == "funcopt-backward":
+            def step():
+                o.zero_grad()
+                o.backward(loss, inputs)
+                o.step()
+        else:  # funcopt-call: gradients from a jitted grad of the current parameters, applied by opt(grads)
+            grad = jax.jit(jax.grad(loss))
+
+            def step():
+                o(grad(o.params, inputs))
+
+        def sync():
+            jax.block_until_ready(o._groups[0].params)
+
+    return time_jax(step, sync, steps, device)
 
 
 def run_torch(contender: str, shapes, opt: str, steps: int, device: str) -> dict:
@@ -170,9 +234,10 @@ def run_torch(contender: str, shapes, opt: str, steps: int, device: str) -> dict
 def main() -> None:
     contender, workload, opt, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
-    shapes = WORKLOADS[workload]()
+    train = contender in TRAIN_CONTENDERS
+    shapes = (TRAIN_WORKLOADS if train else WORKLOADS)[workload]()
     n = int(sum(np.prod(s) for s in shapes))
-    runner = run_torch if contender.startswith("torch") else run_jax
+    runner = run_train if train else run_torch if contender.startswith("torch") else run_jax
     out = runner(contender, shapes, opt, steps, device)
     out.update(contender=contender, workload=workload, optimizer=opt, device=device, leaves=len(shapes), params=n,
                state_mb=n * 4 * {"adam": 4, "adamw": 4, "sgd": 3}[opt] / 2**20,  # params + grads + state

@@ -54,3 +54,62 @@ WORKLOADS = {
     "one-buffer-2M": one_buffer_like_3000_leaves,
     "tiny": tiny_model,
 }
+
+
+# --- train-step workloads: a loss with matmuls over the parameters -------------------------------------
+
+
+def many_matrices(count: int = 1000, width: int = 24) -> list[tuple[int, ...]]:
+    """``count`` small weight matrices of 9 to 41 rows and ``width`` columns (216 to 984 floats each)."""
+    return [(9 + (i * 7) % 33, width) for i in range(count)]
+
+
+class _TrainWorkloads(dict):
+    """The train-step workloads by name; ``"N-leaves"`` is :func:`many_matrices` with ``N`` leaves (a smaller run)."""
+
+    def __missing__(self, name: str):
+        count, _, rest = name.partition("-")
+        if rest != "leaves" or not count.isdigit():
+            raise KeyError(name)
+        return lambda: many_matrices(int(count))
+
+
+TRAIN_WORKLOADS = _TrainWorkloads({
+    "resnet50": resnet50_like,
+    "transformer": transformer_like,
+    "1000-leaves": many_matrices,
+    "tiny": tiny_model,
+})
+
+
+def matmul_loss(shapes: list[tuple[int, ...]], batch: int = 32, seed: int = 0):
+    """A loss doing a model's work on parameters of ``shapes``, and its inputs: ``(loss, inputs)``.
+
+    Each parameter with two or more dimensions is a weight matrix (its trailing dimensions
+    flattened) that multiplies a batch of ``batch`` inputs; a vector scales a batch of inputs
+    elementwise. ``loss(params, inputs)`` takes the parameters as a list in the order of
+    ``shapes`` and sums the mean of ``tanh(y) ** 2`` over each product ``y``; the inputs are one
+    array of shape ``(batch, width)`` per width, shared by the parameters of that width.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+
+    def width(s):
+        return int(np.prod(s[1:])) if len(s) > 1 else int(s[0])
+
+    rng = np.random.default_rng(seed)
+    inputs = {w: jnp.asarray(rng.standard_normal((batch, w), dtype=np.float32) / np.sqrt(w))
+              for w in sorted({width(s) for s in shapes})}
+
+    def loss(params, inputs):
+        total = 0.0
+        for p in params:
+            if p.ndim > 1:
+                w = p.reshape(p.shape[0], -1)
+                y = inputs[w.shape[1]] @ w.T
+            else:
+                y = inputs[p.shape[0]] * p
+            total = total + jnp.mean(jnp.tanh(y) ** 2)
+        return total
+
+    return loss, inputs

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, floating_only
+from funcopt._src.scalar_work import once_per_step
 from funcopt._src.state_dtype import StatePrecision
 from funcopt._src.tree import shard_like, strip_variables
 
@@ -205,6 +206,12 @@ def per_leaf_optimizer(
     dtype slots are stored in: ``leaf_update`` still computes in the leaf's compute
     dtype, and each new slot is rounded into its buffer's dtype on the way out.
 
+    The loop over the leaves is traced as one program whose repeated scalar
+    equations are merged (:func:`funcopt._src.scalar_work.once_per_step`): what
+    ``leaf_update`` computes from the hyperparameters and the step alone (casts,
+    bias corrections) is computed once per step, however many leaves there are,
+    so a rule is written for one leaf without a cost per leaf for its scalars.
+
     Only floating leaves reach ``leaf_update`` and ``leaf_init`` (see
     :func:`funcopt.floating_only`): the others keep no slots and
     their update leaves them unchanged.
@@ -243,6 +250,45 @@ def per_leaf_optimizer(
         rng = precision.key() if precision is not None and precision.stochastic else None
         return OptimizerState(step=jnp.zeros([], jnp.int32), hparams=hp, slots=slot_trees, rng=rng)
 
+    def update_leaves(g_leaves, p_leaves, s_leaves, hp, step, keys):
+        new_updates, new_slots = [], {k: [] for k in slots}
+        cast_cache: dict[Any, dict[str, Any]] = {}  # the hyperparameters in each compute dtype, cast once
+
+        def hp_in(dtype):
+            if dtype not in cast_cache:
+                cast_cache[dtype] = cast_hparams(hp, dtype)
+            return cast_cache[dtype]
+
+        for i, g in enumerate(g_leaves):
+            g = jnp.asarray(g)
+            p = None if p_leaves[i] is None else jnp.asarray(p_leaves[i])
+            ref = p if p is not None else g
+            out_dtype = ref.dtype
+            cdtype = compute_dtype(out_dtype)
+            leaf_slots = {k: s_leaves[k][i] for k in slots}
+            g_c = g.astype(cdtype)
+            p_c = None if p is None else p.astype(cdtype)
+            s_c = {k: v.astype(compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
+            is_complex = complex_as_real and jnp.issubdtype(cdtype, jnp.complexfloating)
+            if is_complex:
+                g_c, p_c = real_view(g_c), real_view(p_c)
+                s_c = {k: real_view(v) for k, v in s_c.items()}
+                hp_leaf = hp_in(jnp.finfo(cdtype).dtype)
+            else:
+                hp_leaf = hp_in(cdtype)
+            u, s_new = leaf_update(g_c, p_c, s_c, dict(hp_leaf), step)
+            if is_complex:
+                u = complex_view(u)
+                s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
+                         for k, v in s_new.items()}
+            new_updates.append(u.astype(out_dtype))
+            for j, k in enumerate(slots):
+                if precision is None:
+                    new_slots[k].append(s_new[k].astype(leaf_slots[k].dtype))
+                else:
+                    new_slots[k].append(precision.store(s_new[k], leaf_slots[k].dtype, keys[i * len(slots) + j]))
+        return new_updates, new_slots
+
     def update(grads, state, params=None, **extra):
         del extra
         if not isinstance(state, OptimizerState):
@@ -262,38 +308,12 @@ def per_leaf_optimizer(
         g_leaves, treedef = jax.tree.flatten(grads)
         p_leaves = treedef.flatten_up_to(params) if params is not None else [None] * len(g_leaves)
         s_leaves = {k: treedef.flatten_up_to(state.slots[k]) for k in slots}
-        new_updates, new_slots = [], {k: [] for k in slots}
         keys = [None] * (len(g_leaves) * len(slots))
         if precision is not None and precision.stochastic:
             keys = precision.update_keys(state.rng, step, len(keys))
-        for i, g in enumerate(g_leaves):
-            g = jnp.asarray(g)
-            p = None if p_leaves[i] is None else jnp.asarray(p_leaves[i])
-            ref = p if p is not None else g
-            out_dtype = ref.dtype
-            cdtype = compute_dtype(out_dtype)
-            leaf_slots = {k: s_leaves[k][i] for k in slots}
-            g_c = g.astype(cdtype)
-            p_c = None if p is None else p.astype(cdtype)
-            s_c = {k: v.astype(compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
-            is_complex = complex_as_real and jnp.issubdtype(cdtype, jnp.complexfloating)
-            if is_complex:
-                g_c, p_c = real_view(g_c), real_view(p_c)
-                s_c = {k: real_view(v) for k, v in s_c.items()}
-                hp_leaf = cast_hparams(hp, jnp.finfo(cdtype).dtype)
-            else:
-                hp_leaf = cast_hparams(hp, cdtype)
-            u, s_new = leaf_update(g_c, p_c, s_c, hp_leaf, step)
-            if is_complex:
-                u = complex_view(u)
-                s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
-                         for k, v in s_new.items()}
-            new_updates.append(u.astype(out_dtype))
-            for j, k in enumerate(slots):
-                if precision is None:
-                    new_slots[k].append(s_new[k].astype(leaf_slots[k].dtype))
-                else:
-                    new_slots[k].append(precision.store(s_new[k], leaf_slots[k].dtype, keys[i * len(slots) + j]))
+        # Traced as one program whose repeated scalar work (the hyperparameters cast to each leaf's
+        # dtype, bias corrections and other functions of the step) is then done once, not per leaf.
+        new_updates, new_slots = once_per_step(update_leaves)(g_leaves, p_leaves, s_leaves, hp, step, keys)
         updates = treedef.unflatten(new_updates)
         slot_trees = {k: treedef.unflatten(v) for k, v in new_slots.items()}
         return updates, OptimizerState(step=step, hparams=hp, slots=slot_trees, rng=state.rng)

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.hparams import check_hparam, is_static_zero
@@ -54,7 +53,8 @@ def decay_and_moments(g: jax.Array, p: jax.Array | None, slots: Mapping[str, jax
     r"""The start of torch's Adam, AdamW, NAdam and RAdam: the decay, then both moments.
 
     With ``decoupled`` the weights decay directly (the returned ``decay`` is
-    :math:`-\gamma\lambda\theta`, zero without params), else the gradient gets the
+    :math:`-\gamma\lambda\theta`; None without params, and without ``decoupled``:
+    see :func:`with_decay`), else the gradient gets the
     L2 term :math:`\lambda\theta`. Then, with :math:`g` the resulting gradient,
 
     .. math::
@@ -74,12 +74,12 @@ def decay_and_moments(g: jax.Array, p: jax.Array | None, slots: Mapping[str, jax
         >>> slots = {'exp_avg': jnp.zeros(1), 'exp_avg_sq': jnp.zeros(1)}
         >>> g, decay, m, v = decay_and_moments(jnp.ones(1), jnp.full(1, 2.0), slots, hp,
         ...                                    maximize=False, decoupled=False)
-        >>> float(g[0]), float(decay[0]), float(m[0]), float(v[0])  # g = 1 + 0.5 * 2
-        (2.0, 0.0, 1.0, 1.0)
+        >>> float(g[0]), decay, float(m[0]), float(v[0])  # g = 1 + 0.5 * 2
+        (2.0, None, 1.0, 1.0)
     """
     beta1, beta2 = hp["betas"]
     g = signed(g, maximize)
-    decay = jnp.zeros_like(g)
+    decay = None  # no array of zeros to add: one op less per leaf
     if decoupled:
         if p is not None:
             decay = -hp["lr"] * hp["weight_decay"] * p
@@ -88,3 +88,15 @@ def decay_and_moments(g: jax.Array, p: jax.Array | None, slots: Mapping[str, jax
     exp_avg = slots["exp_avg"] + (1 - beta1) * (g - slots["exp_avg"])
     exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
     return g, decay, exp_avg, exp_avg_sq
+
+
+def with_decay(decay: jax.Array | None, update: jax.Array) -> jax.Array:
+    """``decay + update``, or ``update`` alone when :func:`decay_and_moments` returned no decay term.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import with_decay
+        >>> with_decay(None, jnp.ones(1)), with_decay(jnp.ones(1), jnp.ones(1))
+        (Array([1.], dtype=float32), Array([2.], dtype=float32))
+    """
+    return update if decay is None else decay + update

@@ -9,7 +9,15 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, decay_and_moments, l2
+from funcopt.optimizers._common import (
+    check_betas,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    decay_and_moments,
+    l2,
+    with_decay,
+)
 
 ADAM_BUFFERS = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu"}
 """Adam's state buffers by torch's names, with the dtype argument (``mu_dtype`` / ``nu_dtype``) of each."""
@@ -101,7 +109,7 @@ def adam(
             second = jnp.maximum(slots["max_exp_avg_sq"], exp_avg_sq)
             new_slots["max_exp_avg_sq"] = second
         denom = jnp.sqrt(second) / bias_correction2_sqrt + eps_
-        return decay - (lr_ / bias_correction1) * exp_avg / denom, new_slots
+        return with_decay(decay, -(lr_ / bias_correction1) * exp_avg / denom), new_slots
 
     return per_leaf_optimizer(
         hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},

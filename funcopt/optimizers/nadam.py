@@ -9,7 +9,14 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, decay_and_moments
+from funcopt.optimizers._common import (
+    check_betas,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    decay_and_moments,
+    with_decay,
+)
 
 
 def nadam(
@@ -108,7 +115,7 @@ def nadam(
         denom = jnp.sqrt(exp_avg_sq / bias_correction2) + eps_
         grad_coef = -lr_ * (1 - mu) / (1 - mu_product)
         exp_avg_coef = -lr_ * mu_next / (1 - mu_product * mu_next)
-        update = decay + grad_coef * (g / denom) + exp_avg_coef * (exp_avg / denom)
+        update = with_decay(decay, grad_coef * (g / denom)) + exp_avg_coef * (exp_avg / denom)
         return update, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "mu_product": mu_product}
 
     return per_leaf_optimizer(

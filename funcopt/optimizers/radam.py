@@ -11,7 +11,14 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, decay_and_moments
+from funcopt.optimizers._common import (
+    check_betas,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    decay_and_moments,
+    with_decay,
+)
 
 # Coefficients of the power series of expm1(x) - x and of -log1p(-d) - d, from x^2 / d^2 on.
 _EXPM1_SERIES = tuple(1 / math.factorial(k) for k in range(2, 17))
@@ -139,7 +146,7 @@ def radam(
         adaptive_lr = jnp.sqrt(_one_minus_pow(beta2, t)) / (jnp.sqrt(exp_avg_sq) + eps_)
         step_ = jnp.where(rectify, bias_corrected_exp_avg * lr_ * adaptive_lr * rect,
                           bias_corrected_exp_avg * lr_)
-        return decay - step_, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+        return with_decay(decay, -step_), {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
     return per_leaf_optimizer(
         hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},

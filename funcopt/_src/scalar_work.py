@@ -1,0 +1,99 @@
+"""Scalar work done once per step: the per-leaf loop of an optimizer traced, its repeated scalar equations merged.
+
+A per-leaf rule recomputes its step-dependent scalars for every leaf (``1 - beta1**t``, ``lr / (1 -
+beta1**t)``, the hyperparameters cast to the leaf's dtype...). On thousands of leaves that is thousands of
+identical scalar equations, which XLA has to compile and merge again (and which cost as much compile time
+as the leaves' own arithmetic). :func:`once_per_step` traces the loop, keeps the first of each set of
+identical scalar equations, and evaluates the result: the program that reaches XLA does the scalar work
+once, whatever the rule, so no optimizer has to split its formula in two to get there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, Literal, jaxpr_as_fun
+
+
+def _atom_key(v: Any) -> Any:
+    if isinstance(v, Literal):
+        val = np.asarray(v.val)
+        return ("literal", val.dtype.str, val.shape, val.tobytes(), str(v.aval))
+    return v  # a variable: by identity (merged variables were replaced by their first copy)
+
+
+def _equation_key(eqn: Any) -> Any:
+    """A hashable key of a scalar, effect-free equation; None for any equation not to merge."""
+    if eqn.effects or not eqn.outvars:
+        return None
+    if any(isinstance(v, DropVar) or getattr(v.aval, "shape", None) != () for v in eqn.outvars):
+        return None
+    try:
+        key = (eqn.primitive, tuple(_atom_key(v) for v in eqn.invars), tuple(sorted(eqn.params.items())))
+        hash(key)
+    except TypeError:  # unhashable parameters (sub-programs, arrays): leave the equation as it is
+        return None
+    return key
+
+
+def merge_scalar_equations(jaxpr: Jaxpr) -> Jaxpr:
+    """``jaxpr`` with each repeated scalar equation (same primitive, inputs and parameters) computed once.
+
+    Only equations whose outputs are all 0-d and that have no effects are merged, so the result
+    computes the same values; array equations are kept as they are.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from funcopt._src.scalar_work import merge_scalar_equations
+        >>> f = lambda s, x, y: ((1 - s) * x, (1 - s) * y)
+        >>> closed = jax.make_jaxpr(f)(jnp.float32(0.5), jnp.ones(2), jnp.ones(3))
+        >>> len(closed.jaxpr.eqns), len(merge_scalar_equations(closed.jaxpr).eqns)
+        (4, 3)
+    """
+    subst: dict[Any, Any] = {}
+    seen: dict[Any, list[Any]] = {}
+    eqns = []
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in subst for v in eqn.invars):
+            eqn = eqn.replace(invars=[v if isinstance(v, Literal) else subst.get(v, v) for v in eqn.invars])
+        key = _equation_key(eqn)
+        if key is not None:
+            first = seen.get(key)
+            if first is not None:
+                subst.update(zip(eqn.outvars, first))
+                continue
+            seen[key] = list(eqn.outvars)
+        eqns.append(eqn)
+    outvars = [v if isinstance(v, Literal) else subst.get(v, v) for v in jaxpr.outvars]
+    return jaxpr.replace(eqns=eqns, outvars=outvars)
+
+
+def once_per_step(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with its repeated scalar work done once: traced, merged (:func:`merge_scalar_equations`), evaluated.
+
+    ``fn`` takes and returns pytrees of arrays; it must be traceable (no Python branch on array
+    values), as under ``jax.jit``. The result is the same values, computed by a program in which
+    the scalar equations that ``fn`` repeats (per leaf, say) appear once.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from funcopt._src.scalar_work import once_per_step
+        >>> def per_leaf(s, leaves):
+        ...     return [x * (1 - s**2) for x in leaves]
+        >>> once_per_step(per_leaf)(jnp.float32(0.5), [jnp.ones(2), jnp.ones(3)])[1]
+        Array([0.75, 0.75, 0.75], dtype=float32)
+        >>> args = (jnp.float32(0.5), [jnp.ones(2), jnp.ones(3)])
+        >>> len(jax.make_jaxpr(per_leaf)(*args).eqns), len(jax.make_jaxpr(once_per_step(per_leaf))(*args).eqns)
+        (6, 4)
+    """
+
+    def run(*args: Any) -> Any:
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        merged = ClosedJaxpr(merge_scalar_equations(closed.jaxpr), closed.consts)
+        outs = jaxpr_as_fun(merged)(*jax.tree.leaves(args))
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return run
