@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import shutil
 import sys
@@ -11,41 +10,47 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 _CACHE_KEY = pytest.StashKey[str]()
+_CACHE_ROOT = "FUNCOPT_TESTS_XLA_CACHE_ROOT"
 
 
 def pytest_configure(config):
-    """One XLA compilation cache for the run, shared by the xdist workers and the processes tests start.
+    """An XLA compilation cache for the run, in a temporary folder removed at its end.
 
     Most tests build fresh optimizers whose compiled programs are identical to ones an earlier test
     compiled; the cache hands XLA's result back instead of compiling again (about three quarters of the
     compile time of a typical stateful test). A hit still traces and lowers, and still reports a compile
-    event and a ``log_compiles`` line, so the tests that count compiles see the same counts. The folder
-    is new for each run and removed at its end: a run never reuses another run's programs.
+    event and a ``log_compiles`` line, so the tests that count compiles see the same counts. Each xdist
+    worker has its own folder (jax locks a shared one only together with a size limit, whose bookkeeping
+    scans the whole folder at every write); the processes a test starts (notebook kernels, the sharding
+    checks) use their worker's folder while the worker waits for them. A run never reuses another run's
+    programs.
     """
-    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
-        return  # an xdist worker (it inherits the controller's folder), or a cache chosen by the user
-    folder = tempfile.mkdtemp(prefix="funcopt-tests-xla-cache-")
-    config.stash[_CACHE_KEY] = folder
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ and _CACHE_ROOT not in os.environ:
+        return  # a cache the user chose
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:  # the controller, or a run without xdist
+        root = tempfile.mkdtemp(prefix="funcopt-tests-xla-cache-")
+        config.stash[_CACHE_KEY] = root
+        os.environ[_CACHE_ROOT] = root
+        worker = "main"
+    else:
+        root, worker = os.environ[_CACHE_ROOT], workerinput["workerid"]
+    folder = os.path.join(root, worker)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program, however quick to compile
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-    if importlib.util.find_spec("filelock") is not None:
-        # a size limit turns on jax's file lock, so that two workers never read an entry half written
-        os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(16 << 30)
     if "jax" in sys.modules:  # jax read its environment already: tell it directly
         import jax
 
         jax.config.update("jax_compilation_cache_dir", folder)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-        if "JAX_COMPILATION_CACHE_MAX_SIZE" in os.environ:
-            jax.config.update("jax_compilation_cache_max_size", 16 << 30)
 
 
 def pytest_unconfigure(config):
-    folder = config.stash.get(_CACHE_KEY, None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+    root = config.stash.get(_CACHE_KEY, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
