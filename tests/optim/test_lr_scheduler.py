@@ -361,21 +361,20 @@ NO_RECOMPILE_CASES = {
 
 
 @pytest.mark.parametrize("name", list(NO_RECOMPILE_CASES))
-def test_scheduler_never_recompiles_the_step(name):
+def test_scheduler_never_recompiles_the_step(name, compiles):
     kind, opt_kwargs, build = NO_RECOMPILE_CASES[name]
     opt = _fo_opt(kind, **opt_kwargs)
     sched = build(FS, opt)
     grads = [jax.tree.map(jnp.asarray, g) for g in _fixed_grads()]
     opt(grads)
-    step_fn = opt._step_fn
-    assert step_fn is not None and step_fn._cache_size() == 1
+    assert compiles, "the compile detector saw the first step compile"
+    compiled = len(compiles)
     lrs = []
     for t in range(100):
         opt(grads)
         sched.step(1.0) if isinstance(sched, FS.ReduceLROnPlateau) else sched.step()
-        assert opt._step_fn is step_fn, f"the step was rebuilt at step {t + 1}"
+        assert len(compiles) == compiled, f"the step compiled again at step {t + 1}"
         lrs.append(opt.param_groups[0]["lr"])
-    assert step_fn._cache_size() == 1
     assert len(set(lrs)) >= 5  # the lr did change while the step stayed compiled once
     if name == "CosineAnnealingLR-through-zero":
         assert 0.0 in lrs
