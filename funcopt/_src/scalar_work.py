@@ -74,9 +74,11 @@ def merge_scalar_equations(jaxpr: Jaxpr) -> Jaxpr:
 def once_per_step(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with its repeated scalar work done once: traced, merged (:func:`merge_scalar_equations`), evaluated.
 
-    ``fn`` takes and returns pytrees of arrays; it must be traceable (no Python branch on array
-    values), as under ``jax.jit``. The result is the same values, computed by a program in which
-    the scalar equations that ``fn`` repeats (per leaf, say) appear once.
+    ``fn`` takes pytrees of arrays and Python values and returns pytrees of arrays. Only values
+    already traced are traced again; the others stay constants, as they would without this wrapper.
+    ``fn`` must be traceable (no Python branch on array values), as under ``jax.jit``. The result
+    is the same values, computed by a program in which the scalar equations that ``fn`` repeats
+    (per leaf, say) appear once.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -91,9 +93,22 @@ def once_per_step(fn: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     def run(*args: Any) -> Any:
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        leaves, treedef = jax.tree.flatten(args)
+        # Only values already traced are traced again: a number or a concrete array stays a constant,
+        # so a rule can still branch on it as it would without this wrapper (a weight decay built as
+        # a static 0 skips its term and never reads the parameters).
+        dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.core.Tracer)]
+
+        def traced(*values: Any) -> Any:
+            full = list(leaves)
+            for i, v in zip(dynamic, values):
+                full[i] = v
+            return fn(*jax.tree.unflatten(treedef, full))
+
+        values = [leaves[i] for i in dynamic]
+        closed, out_shape = jax.make_jaxpr(traced, return_shape=True)(*values)
         merged = ClosedJaxpr(merge_scalar_equations(closed.jaxpr), closed.consts)
-        outs = jaxpr_as_fun(merged)(*jax.tree.leaves(args))
+        outs = jaxpr_as_fun(merged)(*values)
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return run

@@ -5,7 +5,9 @@ from funcopt.optim.clip_grad import clip_grad_norm_, clip_grad_value_, clip_grad
 from funcopt.optim.groups import param_groups
 from funcopt.optim.interop import to_torch
 from funcopt.optim.lbfgs import LBFGS
-from funcopt.optim.optimizer import IncompatibleKeys, Optimizer, RemovableHandle
+
+# IncompatibleKeys is fo.IncompatibleKeys (documented there), reachable here as torch users look for it
+from funcopt.optim.optimizer import IncompatibleKeys, Optimizer, RemovableHandle  # noqa: F401
 from funcopt.optim.optimizers import (
     ASGD,
     FTRL,
@@ -42,7 +44,6 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
-    "IncompatibleKeys",
     "Lion",
     "Momentum",
     "Muon",

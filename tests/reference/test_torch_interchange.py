@@ -1,5 +1,7 @@
 """torch.optim state_dicts load into funcopt and back, and training continues on torch's trajectory."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import torch
 
 import funcopt as fo
+from funcopt._src.state_dtype import STATE_DTYPE_ARGS
 from tests.reference.harness import make_grads, make_params, precision, tolerance
 
 # (funcopt class, torch class, keyword arguments shared by both)
@@ -108,4 +111,7 @@ def test_state_dict_matches_torch_field_by_field(ours_cls, torch_cls, kw):
         for k in a["state"][i]:
             np.testing.assert_allclose(a["state"][i][k], b["state"][i][k].numpy(), rtol=1e-5, atol=1e-6)
     for ga, gb in zip(a["param_groups"], b["param_groups"]):
-        assert {k: v for k, v in ga.items() if k != "param_names"} == gb
+        # funcopt's own options (state dtypes) join torch's keys, at their defaults here
+        assert {k: v for k, v in ga.items() if k != "param_names" and k not in STATE_DTYPE_ARGS} == gb
+        assert {k: ga[k] for k in STATE_DTYPE_ARGS if k in ga} == {
+            k: p.default for k, p in inspect.signature(ours_cls).parameters.items() if k in STATE_DTYPE_ARGS}

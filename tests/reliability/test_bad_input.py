@@ -18,6 +18,7 @@ Messages are checked exactly (``message``) or by a full regular-expression match
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
 import tempfile
@@ -31,6 +32,7 @@ import pytest
 import torch
 
 import funcopt as fo
+from funcopt._src.state_dtype import STATE_DTYPE_ARGS
 
 O = fo.optim
 S = fo.optim.lr_scheduler
@@ -640,7 +642,9 @@ def test_unknown_group_keys_are_kept_as_torch_keeps_them():
         assert opt.param_groups[0]["tag"] == "encoder"
         assert opt.state_dict()["param_groups"][0]["tag"] == "encoder"
         assert "    tag: encoder\n" in repr(opt)
-    assert set(ours.param_groups[0]) == set(theirs.param_groups[0]) | {"param_names"}
+    # beyond torch's keys: the parameter names and funcopt's state-dtype options (its own constructor's)
+    own = set(STATE_DTYPE_ARGS) & set(inspect.signature(O.SGD).parameters)
+    assert set(ours.param_groups[0]) == set(theirs.param_groups[0]) | {"param_names"} | own
 
     # a key added later, then saved and loaded into a fresh optimizer, comes back in both libraries
     for opt, fresh in ((ours, O.SGD(P(), lr=0.1, momentum=0.9)), (theirs, TO.SGD(TP(), lr=0.1, momentum=0.9))):
