@@ -76,7 +76,8 @@ class StatePrecision(NamedTuple):
         changes: a state restored at step ``t`` continues with the same random bits.
         """
         base = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
-        return [jax.random.key_data(jax.random.fold_in(base, i)) for i in range(count)]
+        keys = jax.random.key_data(jax.random.split(base, count))  # one split, not a hash per buffer
+        return [keys[i] for i in range(count)]
 
     def store(self, x: jax.Array, dtype: DTypeLike, key: jax.Array | None) -> jax.Array:
         """``x`` rounded into ``dtype``: stochastically for a bfloat16 buffer when ``key`` is given."""
