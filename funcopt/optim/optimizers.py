@@ -2,8 +2,8 @@
 
 Constructor signatures are ``(params, <the factory's keywords>, <torch-only options>)``;
 the torch-only options (``foreach``, ``fused``, ``capturable``) are accepted so torch code
-runs unchanged, and have no effect, except ``fused=True`` on :class:`Adam` and :class:`AdamW`,
-which runs a native one-pass kernel over each packed CPU buffer.
+runs unchanged, and have no effect, except ``fused=True`` on :class:`Adam`, :class:`AdamW` and
+:class:`SGD` (with momentum), which runs a native one-pass kernel over each packed CPU buffer.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ _CAPTURABLE = {"foreach": None, "capturable": False, "differentiable": False, "f
 class SGD(Optimizer):
     """torch.optim.SGD over :func:`funcopt.sgd`; state ``momentum_buffer`` (zeros from construction).
 
+    ``fused=True`` with momentum runs each packed float32 / float64 buffer on the CPU through one
+    native pass (5 memory accesses per parameter, as torch's fused kernel, instead of the 6 of
+    XLA's two loops); same update, in the same order. The kernel is built as :class:`Adam`'s is;
+    without a compiler ``fused=True`` warns and keeps XLA's step. Without momentum XLA's step is
+    one loop already, and schedules, half precision, state dtypes and sharded groups keep it too.
+
     Example:
         >>> import jax.numpy as jnp
         >>> import funcopt as fo
@@ -47,6 +53,7 @@ class SGD(Optimizer):
     factory = staticmethod(F.sgd)
     torch_options = _FOREACH_FUSED
     state_has_step = False
+    fused_step = staticmethod(_fused.sgd_step)
 
 
 class Adam(Optimizer):

@@ -1,8 +1,9 @@
 """Native CPU kernels called through XLA's FFI, built on first use with the system's C++ compiler.
 
 XLA:CPU compiles an elementwise optimizer step into one loop per output array, so an Adam step
-reads the moments back after writing them. :func:`fused_adam` makes the whole step one pass over
-the buffers, as torch's fused CPU kernel does. The shared library is compiled once per machine
+reads the moments back after writing them, and an SGD step its momentum buffer. :func:`fused_adam`
+and :func:`fused_sgd` make the whole step one pass over the buffers, as torch's fused CPU kernels
+do. Both live in one source file, ``fused.cc``, built into one shared library, compiled once per machine
 (``c++``, or the compiler named by ``CXX``) into a private cache folder, ``$FUNCOPT_CACHE_DIR``
 (default ``$XDG_CACHE_HOME/funcopt`` or ``~/.cache/funcopt``), and loaded from there afterwards;
 :func:`native_error` says why it cannot be when it cannot (no compiler, a failed build, with the
@@ -45,11 +46,14 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-SOURCE = Path(__file__).with_name("fused_adam.cc")
+SOURCE = Path(__file__).with_name("fused.cc")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC"]
 MARCH_ENV = "FUNCOPT_NATIVE_MARCH"
-_TARGETS = {np.dtype(np.float32): "funcopt_fused_adam_f32", np.dtype(np.float64): "funcopt_fused_adam_f64"}
-_SYMBOLS = {"funcopt_fused_adam_f32": "FuncoptAdamF32", "funcopt_fused_adam_f64": "FuncoptAdamF64"}
+# the FFI target of each kernel and dtype, and the handler symbol the library exports for it
+_TARGETS = {(kernel, np.dtype(dtype)): f"funcopt_fused_{kernel}_{suffix}"
+            for kernel in ("adam", "sgd") for dtype, suffix in ((np.float32, "f32"), (np.float64, "f64"))}
+_SYMBOLS = {"funcopt_fused_adam_f32": "FuncoptAdamF32", "funcopt_fused_adam_f64": "FuncoptAdamF64",
+            "funcopt_fused_sgd_f32": "FuncoptSgdF32", "funcopt_fused_sgd_f64": "FuncoptSgdF64"}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "lib" once loaded and registered, or "error"
@@ -162,7 +166,7 @@ def _library_name(cxx: str, cflags: list[str]) -> str:
     parts = [SOURCE.read_text(), " ".join(cflags), cxx, version, jaxlib.__version__, platform.machine()]
     if any(f.startswith("-march=") for f in cflags):
         parts.append(_cpu_model())  # a library built for this CPU is not shared with another one
-    return f"fused_adam-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:16]}.so"
+    return f"fused-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:16]}.so"
 
 
 def _trusted_library(folder: Path, name: str) -> Path | None:
@@ -250,8 +254,8 @@ def native_error() -> str | None:
 
 
 def supports(dtype: object) -> bool:
-    """Whether :func:`fused_adam` has a kernel for buffers of ``dtype``."""
-    return np.dtype(dtype) in _TARGETS
+    """Whether :func:`fused_adam` and :func:`fused_sgd` have a kernel for buffers of ``dtype``."""
+    return ("adam", np.dtype(dtype)) in _TARGETS
 
 
 def fused_adam(p: jax.Array, g: jax.Array, exp_avg: jax.Array, exp_avg_sq: jax.Array, lr: jax.Array,
@@ -285,5 +289,43 @@ def fused_adam(p: jax.Array, g: jax.Array, exp_avg: jax.Array, exp_avg_sq: jax.A
     hp = jnp.stack([jnp.asarray(lr, dtype), beta1, beta2, jnp.asarray(eps, dtype), jnp.asarray(weight_decay, dtype),
                     1 - beta1**t, jnp.sqrt(1 - beta2**t), jnp.asarray(float(maximize), dtype),
                     jnp.asarray(float(decoupled), dtype)])
-    call = jax.ffi.ffi_call(_TARGETS[dtype], (sd, sd, sd), input_output_aliases={0: 0, 2: 1, 3: 2})
+    call = jax.ffi.ffi_call(_TARGETS["adam", dtype], (sd, sd, sd), input_output_aliases={0: 0, 2: 1, 3: 2})
     return call(p, g, exp_avg, exp_avg_sq, hp)
+
+
+def fused_sgd(p: jax.Array, g: jax.Array, momentum_buffer: jax.Array, lr: jax.Array, momentum: jax.Array,
+              dampening: jax.Array, weight_decay: jax.Array, step: jax.Array, *, nesterov: bool = False,
+              maximize: bool = False) -> tuple[jax.Array, jax.Array]:
+    r"""One SGD step with momentum over 1-D CPU buffers in one pass: new ``(p, momentum_buffer)``.
+
+    The update is :func:`funcopt.sgd`'s, in the same order, with :math:`t` = ``step`` (this step's
+    count; the buffer starts as the gradient at :math:`t = 1`, as torch's does):
+
+    .. math::
+
+        g &\leftarrow -g \text{ if maximize}; \quad g \leftarrow g + \lambda p \text{ if } \lambda \ne 0 \\
+        b &\leftarrow g \text{ at } t = 1, \text{ else } \mu b + (1 - \tau) g \\
+        p &\leftarrow p + (-\gamma)(g + \mu b \text{ if nesterov, else } b)
+
+    5 memory accesses per parameter (read parameter, gradient, buffer; write parameter, buffer)
+    where XLA's two loops make 6. Call it inside ``jax.jit`` with ``p`` and the buffer donated:
+    the results then overwrite them. The scalars are traced values (changing them compiles
+    nothing); they are cast to the buffers' dtype first, as :func:`funcopt.sgd` casts them.
+    Requires :func:`native_error` to be None.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from funcopt._src import native
+        >>> if native.native_error() is None:
+        ...     p, b = jax.jit(native.fused_sgd)(jnp.ones(2), jnp.ones(2), jnp.zeros(2), 0.5, 0.9, 0.0, 0.0, 1)
+        ...     print(p, b)
+        [0.5 0.5] [1. 1.]
+    """
+    dtype = np.dtype(p.dtype)
+    sd = jax.ShapeDtypeStruct(p.shape, p.dtype)
+    first = jnp.asarray(step) == 1
+    hp = jnp.stack([-jnp.asarray(lr, dtype), jnp.asarray(momentum, dtype), 1 - jnp.asarray(dampening, dtype),
+                    jnp.asarray(weight_decay, dtype), jnp.asarray(-1.0 if maximize else 1.0, dtype),
+                    first.astype(dtype), jnp.asarray(float(nesterov), dtype)])
+    call = jax.ffi.ffi_call(_TARGETS["sgd", dtype], (sd, sd), input_output_aliases={0: 0, 2: 1})
+    return call(p, g, momentum_buffer, hp)
