@@ -8,8 +8,8 @@
 The GPU run needs JAX with CUDA (``pip install "jax[cuda12]"``) and a CUDA build of torch; JAX runs
 with ``JAX_PLATFORMS=cuda`` and torch on ``cuda``. A contender that cannot run is reported as an error.
 
-Contenders: funcopt's stateful ``step()`` (packed buffers), the same with ``fused=True`` (Adam and
-AdamW run a native one-pass kernel per CPU buffer; SGD has none, so it is the same step),
+Contenders: funcopt's stateful ``step()`` (packed buffers), the same with ``fused=True`` (Adam, AdamW
+and SGD with momentum run a native one-pass kernel per CPU buffer),
 funcopt's functional update in a jitted, donated step, optax jitted and donated, torch.optim with
 foreach and with fused kernels.
 The train-step workloads time a whole training step (loss + gradient + Adam; the loss multiplies
@@ -206,13 +206,16 @@ DESIGN_NOTES = [
     "three loops and takes the same time). Within XLA, nothing tried reached 7: moments stored as one interleaved "
     "(complex) array would make 9 but need every rule split in two phases; cache-sized blocks in a `while` loop "
     "make 7, but XLA:CPU runs a loop body on one core (23 ms against 20 ms for the three loops on a 25.6M "
-    "buffer). SGD with momentum makes 6 accesses against torch's 5.",
-    "- `fused=True` (Adam and AdamW, as in torch) lifts that bound: each packed float32 / float64 CPU buffer goes "
-    "through one native pass (C++ called through XLA's FFI, inside the same jitted, donated step, split over "
-    "XLA's CPU threads), 7 accesses like torch's kernel; the hyperparameters stay traced values, so editing them "
-    "compiles nothing. It is opt-in because it needs a C++ compiler: the kernel is built once per machine on "
-    "first use (a few seconds) and cached. Its numbers are checked against `torch.optim.Adam(fused=True)` "
-    "step by step in the test suite.",
+    "buffer). SGD with momentum makes 6 accesses (two loops) against torch's 5; XLA writes both in one loop only "
+    "if the parameters and buffers are stored interleaved as one (n, 2) array, and that loop ran about 8x slower "
+    "than the two loops on a 25.6M buffer.",
+    "- `fused=True` (Adam, AdamW and SGD with momentum, as in torch) lifts that bound: each packed float32 / "
+    "float64 CPU buffer goes through one native pass (C++ called through XLA's FFI, inside the same jitted, "
+    "donated step, split over XLA's CPU threads), 7 accesses for Adam and 5 for SGD like torch's kernels; the "
+    "hyperparameters stay traced values, so editing them compiles nothing. It is opt-in because it needs a C++ "
+    "compiler: the kernels are built once per machine on first use (a few seconds) and cached. Their numbers "
+    "are checked against `torch.optim.Adam(fused=True)` and `torch.optim.SGD(fused=True)` step by step in the "
+    "test suite.",
     "- optax runs one loop per leaf and per statistic: more loops, more dispatch and a compile time that grows "
     "with the number of leaves.",
     "- The functional optimizers (`fo.adam(...)`...) are written per leaf; their loop over the leaves is traced "
