@@ -136,7 +136,7 @@ DELIBERATE = [
         "JAX gradients of dense arrays are dense: `Adam` replaces it",
     ),
     Deliberate(
-        "`capturable=True`, `foreach=True`, and `fused=True` except on `Adam` / `AdamW`",
+        "`capturable=True`, `foreach=True`, and `fused=True` except on `Adam` / `AdamW` / `SGD`",
         "CUDA-graph capture, multi-tensor and fused kernels",
         "accepted, same numbers, no other effect (and torch's errors for invalid combinations)",
         "every step is already one compiled XLA call with hyperparameters as device arrays",
@@ -449,13 +449,13 @@ def test_accepted_torch_options_change_nothing() -> None:
     plain = fo.optim.Adam([jnp.asarray(w)], lr=0.1)
     flagged = fo.optim.Adam([jnp.asarray(w)], lr=0.1, capturable=True, foreach=True)
     sgd_plain = fo.optim.SGD([jnp.asarray(w)], lr=0.1, momentum=0.9)
-    sgd_fused = fo.optim.SGD([jnp.asarray(w)], lr=0.1, momentum=0.9, fused=True)
+    sgd_flagged = fo.optim.SGD([jnp.asarray(w)], lr=0.1, momentum=0.9, foreach=True)  # fused=True: a kernel
     for s in range(3):
         g = [jnp.full((3, 2), 0.5 - s, jnp.float32)]
-        for opt in (plain, flagged, sgd_plain, sgd_fused):
+        for opt in (plain, flagged, sgd_plain, sgd_flagged):
             opt(g)
     np.testing.assert_array_equal(plain.params[0], flagged.params[0])
-    np.testing.assert_array_equal(sgd_plain.params[0], sgd_fused.params[0])
+    np.testing.assert_array_equal(sgd_plain.params[0], sgd_flagged.params[0])
 
 
 def test_one_step_count_per_group() -> None:
