@@ -38,7 +38,8 @@ class SGD(Optimizer):
 
     ``fused=True`` with momentum runs each packed float32 / float64 buffer on the CPU through one
     native pass (5 memory accesses per parameter, as torch's fused kernel, instead of the 6 of
-    XLA's two loops); same update, in the same order. The kernel is built as :class:`Adam`'s is;
+    XLA's two loops); the same update in the same order, each operation rounded once (XLA's step
+    fuses multiply-adds, so the two agree to float rounding). The kernel is built as :class:`Adam`'s is;
     without a compiler ``fused=True`` warns and keeps XLA's step. Without momentum XLA's step is
     one loop already, and schedules, half precision, state dtypes and sharded groups keep it too.
 
