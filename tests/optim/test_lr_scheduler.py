@@ -24,6 +24,7 @@ from torch.optim import lr_scheduler as TS
 
 import funcopt as fo
 from funcopt.optim import lr_scheduler as FS
+from tests.optim import internals
 
 LRS = (0.1, 0.03, 0.5)
 STEPS = 310
@@ -768,11 +769,11 @@ def test_replacing_optimizer_step_after_the_scheduler_warns():
 
 def test_one_hook_per_optimizer():
     opt = _fo_opt()
-    hooks = len(opt._step_post_hooks)
+    hooks = internals.step_post_hook_count(opt)
     FS.StepLR(opt, 2)
     FS.ExponentialLR(opt, 0.9)
     FS.OneCycleLR(opt, 0.1, total_steps=10)
-    assert len(opt._step_post_hooks) == hooks + 1
+    assert internals.step_post_hook_count(opt) == hooks + 1
 
 
 # ---------------------------------------------------------------------- state_dict details
