@@ -3,9 +3,10 @@
 jax reads the device count once, when it starts, so these checks run in a fresh
 process: ``tests/sharding/test_sharding.py`` launches this file with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (and once more with
-``JAX_ENABLE_X64=1``). Run by hand::
+``JAX_ENABLE_X64=1``). Run by hand, from the repository (which must be on the path: the
+checks read a group's state through ``tests/optim/internals.py``)::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+    PYTHONPATH=. XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python tests/sharding/sharding_checks.py [--json out.json] [names...]
 
 Each check prints PASS or FAIL with its traceback; the exit status is 1 if any failed.
