@@ -72,8 +72,9 @@ def compiles():
 def pytest_collection_modifyitems(config, items):
     """The long tests (marked ``slow``) run first.
 
-    pytest-xdist hands the first items out round-robin and the rest to whichever worker is free, so long
-    tests started first spread over the workers and the short ones fill the gaps; started last, one long
-    test can keep a worker busy after the other has finished everything else.
+    pytest-xdist's ``load`` scheduler gives each worker a consecutive chunk of the items first (a quarter
+    of its share: the long tests all land in the first chunk) and then refills whichever worker runs
+    short, a few items at a time; so the many short tests that come last even the workers out. Started
+    last, one long test could keep a worker busy after the other has finished everything else.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

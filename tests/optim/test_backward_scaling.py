@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import funcopt as fo
+from tests.optim import internals
 
 SIZES = (50, 100, 200, 400)
 
@@ -28,12 +29,7 @@ def _tree(n):
 
 def _lowered_backward(opt, *args):
     """The jitted backward ``opt.backward(_loss, *args)`` would run, lowered for its current arguments."""
-    leaves, args_def = jax.tree.flatten((args, {}))
-    fn = opt._make_backward(_loss, False, args_def, (None,) * len(leaves))
-    params = [g.params for g in opt._groups]
-    if opt._model is not None:
-        return fn.lower(params, None, list(leaves), opt._model.rest())
-    return fn.lower(params, None, list(leaves))
+    return internals.lowered_backward(opt, _loss, *args)
 
 
 def _cost(lowered):
@@ -79,7 +75,7 @@ def test_split_views_give_the_gradients_of_slice_views_bit_for_bit():
         return sum(jnp.sum(jnp.sin(v.astype(jnp.float32) * x) ** 2) for v in jax.tree.leaves(p))
 
     opt = fo.optim.SGD(params, lr=0.1)
-    layout, storage = opt._groups[0].layout, opt._groups[0].params
+    layout, storage = internals.layout(opt), internals.storage(opt)
     treedef = jax.tree.structure(params)
 
     def by_slices(buffers):  # the per-leaf static slices the views replaced

@@ -12,6 +12,7 @@ import torch
 
 import funcopt as fo
 from funcopt._src import native
+from tests.optim import internals
 from tests.reference.harness import precision
 
 STEPS = 30
@@ -49,7 +50,7 @@ def test_fused_follows_torch_fused_and_the_xla_step(cls, tcls, kw, dtype):
         params, grads = _trajectory(dtype)
         fused = cls([jnp.asarray(p) for p in params], fused=True, **kw)
         plain = cls([jnp.asarray(p) for p in params], **kw)
-        assert fused._groups[0].native and not plain._groups[0].native
+        assert internals.runs_native(fused) and not internals.runs_native(plain)
         tparams = [torch.nn.Parameter(torch.tensor(p)) for p in params]
         topt = tcls(tparams, fused=True, **kw)
         tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
@@ -72,9 +73,7 @@ def test_fused_follows_torch_fused_and_the_xla_step(cls, tcls, kw, dtype):
 
 
 def _compiled_text(opt):
-    fn = opt._compiled_step()
-    args = opt._step_args(fn, [g.grads for g in opt._groups])
-    return fn.lower(*args).as_text()
+    return internals.step_hlo(opt)
 
 
 def test_fused_step_is_one_native_call_per_buffer_in_place():
@@ -88,12 +87,16 @@ def test_fused_step_is_one_native_call_per_buffer_in_place():
         mixed.zero_grad(set_to_none=False)
         text = _compiled_text(mixed)
         assert text.count("funcopt_fused_adam_f32") == 1 and text.count("funcopt_fused_adam_f64") == 1
-    group = opt._groups[0]
     f32 = 0
-    old = [group.params[f32], group.state.slots["exp_avg"][f32], group.state.slots["exp_avg_sq"][f32]]
+
+    def buffers():
+        state = internals.group_state(opt)
+        return [internals.storage(opt)[f32], state.slots["exp_avg"][f32], state.slots["exp_avg_sq"][f32]]
+
+    old = buffers()
     pointers = [x.unsafe_buffer_pointer() for x in old]
     opt.step()
-    new = [group.params[f32], group.state.slots["exp_avg"][f32], group.state.slots["exp_avg_sq"][f32]]
+    new = buffers()
     assert all(x.is_deleted() for x in old)  # donated
     assert [x.unsafe_buffer_pointer() for x in new] == pointers  # and written in place
 
@@ -115,7 +118,7 @@ def test_hyperparameter_edits_do_not_compile_and_fused_can_be_switched(compiles)
         for a, b in zip(opt.params, ref.params):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert per_step[1:6] == [0] * 5, per_step  # lr and weight decay edits: nothing compiled
-    assert per_step[6] > 0 and not opt._groups[0].native  # turning fused off builds XLA's step
+    assert per_step[6] > 0 and not internals.runs_native(opt)  # turning fused off builds XLA's step
 
 
 def test_state_dict_round_trip_continues_the_same_path():
@@ -134,17 +137,17 @@ def test_state_dict_round_trip_continues_the_same_path():
 
 def test_groups_the_kernel_does_not_cover_keep_xlas_step():
     params = [jnp.ones(3)]
-    assert not fo.optim.Adam(params, fused=True, amsgrad=True)._groups[0].native
-    assert not fo.optim.Adam([jnp.ones(3, jnp.bfloat16)], fused=True)._groups[0].native
-    assert not fo.optim.Adam([jnp.ones(3), jnp.ones(3, jnp.bfloat16)], fused=True)._groups[0].native  # a group
-    assert not fo.optim.Adam(params, lr=lambda step: 0.1, fused=True)._groups[0].native  # a schedule
-    assert not fo.optim.Adam(params)._groups[0].native  # fused=None: XLA
+    assert not internals.runs_native(fo.optim.Adam(params, fused=True, amsgrad=True))
+    assert not internals.runs_native(fo.optim.Adam([jnp.ones(3, jnp.bfloat16)], fused=True))
+    assert not internals.runs_native(fo.optim.Adam([jnp.ones(3), jnp.ones(3, jnp.bfloat16)], fused=True))  # a group
+    assert not internals.runs_native(fo.optim.Adam(params, lr=lambda step: 0.1, fused=True))  # a schedule
+    assert not internals.runs_native(fo.optim.Adam(params))  # fused=None: XLA
 
     class Other(fo.optim.Adam):  # another rule under Adam's class: the kernel computes Adam's
         factory = staticmethod(fo.adamax)
         signature = None
 
-    assert not Other(params, fused=True)._groups[0].native
+    assert not internals.runs_native(Other(params, fused=True))
 
 
 def test_fused_and_foreach_together_are_refused():
@@ -156,7 +159,7 @@ def test_without_the_kernel_fused_true_warns_and_runs_xlas_step(monkeypatch):
     monkeypatch.setattr(native, "_state", {"error": "no C++ compiler found (install one, or name it in CXX)"})
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found.*runs XLA's step"):
         opt = fo.optim.AdamW([jnp.ones(2)], lr=0.1, fused=True)
-    assert opt.param_groups[0]["fused"] is True and not opt._groups[0].native
+    assert opt.param_groups[0]["fused"] is True and not internals.runs_native(opt)
     opt([jnp.ones(2)])
     ref = fo.optim.AdamW([jnp.ones(2)], lr=0.1)
     ref([jnp.ones(2)])

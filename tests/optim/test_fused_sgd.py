@@ -15,6 +15,7 @@ import torch
 
 import funcopt as fo
 from funcopt._src import native
+from tests.optim import internals
 from tests.reference.harness import precision
 
 STEPS = 40
@@ -52,7 +53,7 @@ def test_fused_follows_torch_fused_torch_foreach_and_the_xla_step(kw, dtype):
         params, grads = _trajectory(dtype)
         fused = fo.optim.SGD([jnp.asarray(p) for p in params], fused=True, **kw)
         plain = fo.optim.SGD([jnp.asarray(p) for p in params], **kw)
-        assert fused._groups[0].native and not plain._groups[0].native
+        assert internals.runs_native(fused) and not internals.runs_native(plain)
         torch_runs = {}
         for how in ("fused", "foreach"):
             tparams = [torch.nn.Parameter(torch.tensor(p)) for p in params]
@@ -78,9 +79,7 @@ def test_fused_follows_torch_fused_torch_foreach_and_the_xla_step(kw, dtype):
 
 
 def _compiled_text(opt):
-    fn = opt._compiled_step()
-    args = opt._step_args(fn, [g.grads for g in opt._groups])
-    return fn.lower(*args).as_text()
+    return internals.step_hlo(opt)
 
 
 def test_fused_step_is_one_native_call_per_buffer_in_place():
@@ -94,11 +93,13 @@ def test_fused_step_is_one_native_call_per_buffer_in_place():
         mixed.zero_grad(set_to_none=False)
         text = _compiled_text(mixed)
         assert text.count("funcopt_fused_sgd_f32") == 1 and text.count("funcopt_fused_sgd_f64") == 1
-    group = opt._groups[0]
-    old = [group.params[0], group.state.slots["momentum_buffer"][0]]
+    def buffers():
+        return [internals.storage(opt)[0], internals.group_state(opt).slots["momentum_buffer"][0]]
+
+    old = buffers()
     pointers = [x.unsafe_buffer_pointer() for x in old]
     opt.step()
-    new = [group.params[0], group.state.slots["momentum_buffer"][0]]
+    new = buffers()
     assert all(x.is_deleted() for x in old)  # donated
     assert [x.unsafe_buffer_pointer() for x in new] == pointers  # and written in place
 
@@ -122,7 +123,7 @@ def test_hyperparameter_edits_do_not_compile_and_fused_can_be_switched(compiles)
         ref([jnp.asarray(x) for x in g])
         for a, b in zip(opt.params, ref.params):
             np.testing.assert_allclose(a, b, **TOL[np.float32])
-    assert opt._groups[0].native is False
+    assert not internals.runs_native(opt)
     assert per_step[1:7] == [0] * 6, per_step  # lr, momentum, dampening, weight decay edits: nothing compiled
     assert per_step[7] > 0  # turning fused off builds XLA's step
 
@@ -136,7 +137,7 @@ def test_state_dict_round_trip_with_torch():
         _torch_step(topt, tparams, g)
     ours = fo.optim.SGD([jnp.asarray(t.detach().numpy()) for t in tparams], fused=True, **kw)
     ours.load_state_dict(topt.state_dict())
-    assert ours._groups[0].native
+    assert internals.runs_native(ours)
     for g in grads[4:8]:  # then funcopt from torch's state, and torch on
         ours([jnp.asarray(x) for x in g])
         _torch_step(topt, tparams, g)
@@ -171,33 +172,33 @@ def test_a_fresh_momentum_buffer_starts_as_the_gradient_after_a_load():
 
 def test_groups_the_kernel_does_not_cover_keep_xlas_step():
     params = [jnp.ones(3)]
-    assert fo.optim.SGD(params, momentum=0.9, fused=True)._groups[0].native
-    assert not fo.optim.SGD(params, lr=0.1, fused=True)._groups[0].native  # no momentum: one XLA loop already
-    assert not fo.optim.SGD(params, momentum=0.9)._groups[0].native  # fused=None: XLA
-    assert not fo.optim.SGD([jnp.ones(3, jnp.bfloat16)], momentum=0.9, fused=True)._groups[0].native
-    assert not fo.optim.SGD(params, momentum=0.9, mu_dtype=jnp.bfloat16, fused=True)._groups[0].native
-    assert not fo.optim.SGD(params, momentum=0.9, state_dtype=jnp.bfloat16, state_rounding="stochastic",
-                            fused=True)._groups[0].native
-    assert not fo.optim.SGD(params, lr=lambda step: 0.1, momentum=0.9, fused=True)._groups[0].native  # a schedule
+    assert internals.runs_native(fo.optim.SGD(params, momentum=0.9, fused=True))
+    assert not internals.runs_native(fo.optim.SGD(params, lr=0.1, fused=True))  # no momentum: one XLA loop already
+    assert not internals.runs_native(fo.optim.SGD(params, momentum=0.9))  # fused=None: XLA
+    assert not internals.runs_native(fo.optim.SGD([jnp.ones(3, jnp.bfloat16)], momentum=0.9, fused=True))
+    assert not internals.runs_native(fo.optim.SGD(params, momentum=0.9, mu_dtype=jnp.bfloat16, fused=True))
+    assert not internals.runs_native(fo.optim.SGD(params, momentum=0.9, state_dtype=jnp.bfloat16,
+                                                  state_rounding="stochastic", fused=True))
+    assert not internals.runs_native(fo.optim.SGD(params, lr=lambda step: 0.1, momentum=0.9, fused=True))  # a schedule
 
     class Other(fo.optim.SGD):  # another rule under SGD's class: the kernel computes SGD's
         factory = staticmethod(fo.adagrad)
         signature = None
 
-    assert not Other(params, fused=True)._groups[0].native
+    assert not internals.runs_native(Other(params, fused=True))
 
 
 def test_momentum_leaving_zero_switches_the_kernel_on_and_off():
     params, grads = _trajectory(np.float32, steps=4)
     opt = fo.optim.SGD([jnp.asarray(p) for p in params], lr=0.1, fused=True)
     ref = fo.optim.SGD([jnp.asarray(p) for p in params], lr=0.1)
-    assert not opt._groups[0].native
+    assert not internals.runs_native(opt)
     for i, g in enumerate(grads):
         for o in (opt, ref):
             o.param_groups[0]["momentum"] = [0.0, 0.9, 0.9, 0.0][i]
         opt([jnp.asarray(x) for x in g])
         ref([jnp.asarray(x) for x in g])
-        assert opt._groups[0].native == (i in (1, 2))
+        assert internals.runs_native(opt) == (i in (1, 2))
         for a, b in zip(opt.params, ref.params):
             np.testing.assert_allclose(a, b, **TOL[np.float32])
 
@@ -206,7 +207,7 @@ def test_without_the_kernel_fused_true_warns_and_runs_xlas_step(monkeypatch):
     monkeypatch.setattr(native, "_state", {"error": "no C++ compiler found (install one, or name it in CXX)"})
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found.*runs XLA's step"):
         opt = fo.optim.SGD([jnp.ones(2)], lr=0.1, momentum=0.9, fused=True)
-    assert opt.param_groups[0]["fused"] is True and not opt._groups[0].native
+    assert opt.param_groups[0]["fused"] is True and not internals.runs_native(opt)
     ref = fo.optim.SGD([jnp.ones(2)], lr=0.1, momentum=0.9)
     for _ in range(2):
         opt([jnp.ones(2)])

@@ -23,6 +23,7 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 import funcopt as fo
+from tests.optim import internals
 
 SW = "strong_wolfe"
 FREE = dict(rtol=1e-8, atol=1e-11)
@@ -269,8 +270,7 @@ def test_torch_state_dict_loads_and_each_step_matches_torch(case):
                 np.testing.assert_allclose(x, y, err_msg=msg, **ONE_STEP)
             assert_state_matches(ours.opt.state_dict()["state"][0], theirs.state, 1e-8, msg)
         # loading a state_dict keeps the compiled update (same static options)
-        (update,) = ours.opt._update_cache.values()
-        assert update._cache_size() == 1
+        assert internals.lbfgs_update(ours.opt)._cache_size() == 1
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -468,8 +468,7 @@ def test_one_step_is_one_compiled_update_and_later_steps_do_not_recompile(compil
     assert first == 2
     assert len(compiles) == start + first
     assert len(traces) == first_traces
-    (update,) = opt._update_cache.values()
-    assert update._cache_size() == 1
+    assert internals.lbfgs_update(opt)._cache_size() == 1
 
 
 # ---------------------------------------------------------------- closures and errors

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import funcopt as fo
+from tests.optim import internals
 
 
 def _many_leaves(n=60):
@@ -17,12 +18,12 @@ def _many_leaves(n=60):
 
 def test_elementwise_optimizer_packs_each_dtype_into_one_buffer():
     opt = fo.optim.Adam(_many_leaves())
-    storage = opt._groups[0].params
+    storage = internals.storage(opt)
     assert [b.dtype for b in storage] == [jnp.bfloat16, jnp.float32]  # flattening order: 'emb' first
     assert [b.ndim for b in storage] == [1, 1]
     assert sum(b.size for b in storage) == sum(x.size for x in jax.tree.leaves(_many_leaves()))
     # per-tensor algorithms keep their leaves
-    assert len(fo.optim.LAMB(_many_leaves(), lr=1e-3)._groups[0].params) == 121
+    assert len(internals.storage(fo.optim.LAMB(_many_leaves(), lr=1e-3))) == 121
 
 
 def test_packed_and_per_leaf_layouts_give_identical_numbers():
@@ -56,7 +57,7 @@ def test_steps_keep_no_extra_copies_alive():
     for _ in range(10):
         opt.step()
     assert held() == before
-    storage = [b for g in opt._groups for b in g.params + g.grads] + jax.tree.leaves(opt._groups[0].state)
+    storage = internals.storage(opt) + opt.grad_storage()[0] + jax.tree.leaves(internals.group_state(opt))
     assert before - sum(x.nbytes for x in storage) < 4096  # little besides params, grads and state
 
 
@@ -73,14 +74,14 @@ def test_many_leaves_compile_to_one_small_step():
     opt = fo.optim.Adam(_many_leaves(200))
     opt.zero_grad(set_to_none=False)
     opt.step()
-    hlo = opt._step_fn.lower(*opt._step_args(opt._step_fn, [g.grads for g in opt._groups])).as_text()
+    hlo = internals.step_hlo(opt)
     # the compiled step sees two packed buffers, not 401 leaves: no slicing or per-leaf ops
     assert hlo.count("slice") == 0 and hlo.count("concatenate") == 0
 
 
 def _loops_reading_params(opt):
     """How many loops of the optimized step read the packed parameters (XLA's fusions, after optimization)."""
-    compiled = opt._step_fn.lower(*opt._step_args(opt._step_fn, [g.grads for g in opt._groups])).compile().as_text()
+    compiled = internals.step_hlo(opt, optimized=True)
     entry = compiled[compiled.index("ENTRY"):]
     param = next(line.split("=")[0].strip() for line in entry.splitlines() if "parameter(0)" in line)
     return sum(1 for line in entry.splitlines() if " fusion(" in line and param + "," in line.split("fusion(")[1]
@@ -92,12 +93,12 @@ def test_zero_weight_decay_does_not_read_the_parameters_for_it():
     opt = fo.optim.Adam(params, lr=0.1)  # weight_decay=0: only the parameter update reads them
     opt.zero_grad(set_to_none=False)
     opt.step()
-    assert opt._step_variant == (True,)
+    assert internals.step_variant(opt) == (True,)
     assert _loops_reading_params(opt) == 1
     decayed = fo.optim.Adam(params, lr=0.1, weight_decay=0.1)  # g + wd * p: the moment updates read them too
     decayed.zero_grad(set_to_none=False)
     decayed.step()
-    assert decayed._step_variant == (False,)
+    assert internals.step_variant(decayed) == (False,)
     assert _loops_reading_params(decayed) > 1
 
 

@@ -3,9 +3,10 @@
 jax reads the device count once, when it starts, so these checks run in a fresh
 process: ``tests/sharding/test_sharding.py`` launches this file with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (and once more with
-``JAX_ENABLE_X64=1``). Run by hand::
+``JAX_ENABLE_X64=1``). Run by hand, from the repository (which must be on the path: the
+checks read a group's state through ``tests/optim/internals.py``)::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+    PYTHONPATH=. XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python tests/sharding/sharding_checks.py [--json out.json] [names...]
 
 Each check prints PASS or FAIL with its traceback; the exit status is 1 if any failed.
@@ -28,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 import funcopt as fo
 from funcopt._src.hparams import OptimizerState
+from tests.optim import internals
 
 STEPS = 25
 X64 = bool(jax.config.jax_enable_x64)
@@ -497,11 +499,10 @@ def _stateful_loss(params, x, y):
 
 def _group_state_follows(opt, where):
     params = dict(zip(opt.param_names, jax.tree.leaves(opt.params)))
-    g = opt._groups[0]
-    assert not g.layout.flat, f"{where}: parameters on several devices must not be packed"
-    for s in optimizer_states(g.state):
+    assert not internals.is_packed(opt), f"{where}: parameters on several devices must not be packed"
+    for s in optimizer_states(internals.group_state(opt)):
         for slot, leaves in s.slots.items():
-            for name, x in zip(g.names, jax.tree.leaves(leaves, is_leaf=lambda v: v is None)):
+            for name, x in zip(internals.group_names(opt), jax.tree.leaves(leaves, is_leaf=lambda v: v is None)):
                 p = params[name]
                 if x is None or (x.ndim == 0 and p.ndim != 0):
                     continue
@@ -568,9 +569,9 @@ def stateful_layout_choice():
     """Groups on one device keep the flat buffers; replicated or sharded groups keep one array per leaf."""
     mesh = auto_mesh((8,), ("data",))
     host = {"a": np.ones((4, 3), DTYPE), "b": np.zeros(5, DTYPE)}
-    assert fo.optim.Adam(on_one_device(host))._groups[0].layout.flat
+    assert internals.is_packed(fo.optim.Adam(on_one_device(host)))
     rep = fo.optim.Adam(jax.device_put(host, NamedSharding(mesh, P())), lr=0.1)
-    assert not rep._groups[0].layout.flat
+    assert not internals.is_packed(rep)
     rep({"a": np.ones((4, 3), DTYPE), "b": np.ones(5, DTYPE)})
     for k, p in rep.params.items():
         assert p.sharding.is_fully_replicated and len(p.sharding.device_set) == 8, (k, p.sharding)

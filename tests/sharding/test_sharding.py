@@ -2,9 +2,10 @@
 
 jax fixes its device count when it starts, so the checks in ``sharding_checks.py`` run in a fresh
 process with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: once in float32 (every check) and
-once with ``JAX_ENABLE_X64=1`` (the numerical comparisons). Each family of checks is one test item (one
-process); a failing item lists every failed check with its traceback, and a crashed process the end of
-its output.
+once with ``JAX_ENABLE_X64=1`` (the numerical comparisons). Each check is a test of its own; the checks of
+one precision share one process (started by the first of them that runs, in each pytest process), which
+saves a jax start and the small programs every check compiles again in a process of its own. A failing
+check reports its traceback, and a crashed process the end of its output.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,52 +33,48 @@ def _check_names() -> list[str]:
 
 
 NAMES = _check_names()
-# one test item (one process) per family of checks, so that pytest-xdist spreads them over its workers
-FAMILIES = {
-    "functional": [n for n in NAMES if n.startswith("functional_follows[")],
-    "stateful": [n for n in NAMES if n.startswith("stateful")],
-    "zero1": [n for n in NAMES if n.startswith("zero1[")],
-    "placement": [n for n in NAMES if not n.startswith(("functional_follows[", "stateful", "zero1["))],
-}
-X64_FAMILIES = {
-    "functional": FAMILIES["functional"],
-    "zero1": FAMILIES["zero1"],
-    "placement": ["functional_inside_shard_map", "zero1_data_parallel_training"],
-}
-CASES = [("float32", f) for f in FAMILIES] + [("float64", f) for f in X64_FAMILIES]
+# float64 repeats the checks that compare numbers (at rtol 1e-10); placement alone is the same in both
+X64_NAMES = [n for n in NAMES if n.startswith(("functional_follows[", "zero1["))] + [
+    "functional_inside_shard_map", "zero1_data_parallel_training"]
+CHECKS = {"float32": NAMES, "float64": X64_NAMES}
+CASES = [(precision, name) for precision, names in CHECKS.items() for name in names]
+
+# precision -> (results by check name, the process's output), once per pytest process
+_RUNS: dict[str, tuple[dict, str]] = {}
 
 
-def _run(names: list[str], x64: bool, out: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=8"])
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_ENABLE_X64"] = "1" if x64 else "0"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, str(SCRIPT), "--json", str(out), *names], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=1800)
+def _run(precision: str) -> tuple[dict, str]:
+    if precision not in _RUNS:
+        env = dict(os.environ)
+        flags = [f for f in env.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+        env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=8"])
+        env["JAX_PLATFORMS"] = "cpu"
+        env["JAX_ENABLE_X64"] = "1" if precision == "float64" else "0"
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "results.json"
+            proc = subprocess.run([sys.executable, str(SCRIPT), "--json", str(out), *CHECKS[precision]], env=env,
+                                  cwd=REPO, capture_output=True, text=True, timeout=1800)
+            results = json.loads(out.read_text()) if out.exists() else {}
+        _RUNS[precision] = results, (f"the check process exited with status {proc.returncode}; its output ends "
+                                     f"with:\n{(proc.stdout + proc.stderr)[-6000:]}")
+    return _RUNS[precision]
 
 
 def test_every_check_is_run():
-    assert sorted(n for names in FAMILIES.values() for n in names) == sorted(NAMES)
+    assert len(set(NAMES)) == len(NAMES) and set(X64_NAMES) <= set(NAMES)
+    assert sorted(name for precision, name in CASES if precision == "float32") == sorted(NAMES)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision, family", CASES, ids=[f"{p}-{f}" for p, f in CASES])
-def test_sharded(precision, family, tmp_path):
-    names = (FAMILIES if precision == "float32" else X64_FAMILIES)[family]
-    out = tmp_path / "results.json"
-    proc = _run(names, precision == "float64", out)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    missing = [n for n in names if n not in results]
-    failed = {n: r["error"] for n, r in results.items() if not r["ok"]}
-    report = [f"{len(failed)} of {len(names)} checks failed ({precision}, 8 simulated devices):"]
-    report += [f"--- {name}\n{error}" for name, error in failed.items()]
-    if missing:
-        report.append(f"--- the check process exited with status {proc.returncode} before reporting "
-                      f"{missing}; its output ends with:\n{(proc.stdout + proc.stderr)[-6000:]}")
-    if failed or missing:
-        pytest.fail("\n".join(report), pytrace=False)
+@pytest.mark.parametrize("precision, name", CASES, ids=[f"{p}-{n}" for p, n in CASES])
+def test_sharded(precision, name):
+    results, output = _run(precision)
+    if name not in results:
+        pytest.fail(f"{name} ({precision}, 8 simulated devices) did not report: {output}", pytrace=False)
+    if not results[name]["ok"]:
+        pytest.fail(f"{name} ({precision}, 8 simulated devices) failed:\n{results[name]['error']}", pytrace=False)
 
 
 @pytest.mark.slow
