@@ -3,7 +3,10 @@
 An elementwise optimizer (Adam, SGD...) computes the same numbers on one flat
 buffer as on the leaves it packs, and XLA runs one fused loop over the buffer
 instead of one per leaf: faster steps and a compile time that does not grow with
-the number of leaves. The pytree the user sees is a view (static slices).
+the number of leaves. The pytree the user sees is a view (static slices). Only
+the small leaves are packed: a leaf of more than
+:data:`funcopt._src.packing.MAX_PACKED_SIZE` elements is a buffer of its own, in
+its shape, as packing it would only add copies (see :mod:`funcopt._src.packing`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcopt._src import packing
 from funcopt._src.packing import flat_layout, pack_leaves, split_leaves
 
 
@@ -22,23 +26,29 @@ class Layout:
     """Storage of one group's leaves: ``pack`` leaves into storage, ``unpack`` storage into leaves.
 
     With ``flat=False`` the storage is the list of leaves itself. With
-    ``flat=True`` it is one 1-D buffer per dtype (in order of first appearance);
+    ``flat=True`` it is one 1-D buffer per dtype for the leaves of at most
+    ``max_packed_size`` elements (default :data:`~funcopt._src.packing.MAX_PACKED_SIZE`)
+    and each larger leaf as it is (``kept[b]``), in order of first appearance;
     leaf ``i`` is ``storage[buffer[i]][offset[i]:offset[i] + size[i]]`` reshaped.
     """
 
-    def __init__(self, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any], flat: bool) -> None:
+    def __init__(self, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any], flat: bool,
+                 max_packed_size: int | None = None) -> None:
         self.shapes = [tuple(int(d) for d in s) for s in shapes]
         self.dtypes = [jnp.dtype(d) for d in dtypes]
         self.flat = flat
         self.buffer_dtypes: list[jnp.dtype] = []
         self.where: list[tuple[int, int, int]] = []  # (buffer, offset, size) per leaf
         self.members: list[list[int]] = []  # leaves of each buffer
+        self.kept: list[bool] = []  # per buffer: one leaf in its own shape
         if flat:
-            layout = flat_layout(self.shapes, self.dtypes)
+            limit = packing.MAX_PACKED_SIZE if max_packed_size is None else max_packed_size
+            layout = flat_layout(self.shapes, self.dtypes, limit)
             self.buffer_dtypes = list(layout.buffer_dtypes)
             self.where = list(layout.where)
             self.members = [list(m) for m in layout.members]
             self.buffer_sizes = list(layout.buffer_sizes)
+            self.kept = list(layout.kept)
             self._flat_layout = layout
 
     def pack(self, leaves: Sequence[Any]) -> list[jax.Array]:
@@ -51,7 +61,7 @@ class Layout:
         """Storage to leaves (static slices: free inside a jitted function, and cheap outside one)."""
         if not self.flat:
             return list(storage)
-        return [jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
+        return [storage[b] if self.kept[b] else jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
                 for (b, off, size), shape in zip(self.where, self.shapes)]
 
     def unpack_for_grad(self, storage: Sequence[Any]) -> list[Any]:
@@ -75,7 +85,7 @@ class Layout:
         out = []
         for (b, off, size), shape in zip(self.where, self.shapes):
             buf = host[b]
-            out.append(np.array(buf) if buf.ndim == 0 else np.array(buf[off:off + size]).reshape(shape))
+            out.append(np.array(buf) if buf.ndim == 0 else np.array(buf.reshape(-1)[off:off + size]).reshape(shape))
         return out
 
     def pack_host(self, leaves: Sequence[np.ndarray], like: Sequence[Any]) -> list[jax.Array]:
@@ -87,7 +97,8 @@ class Layout:
             if np.ndim(like[b]) == 0:
                 out.append(jnp.asarray(np.asarray(leaves[members[0]]).reshape(()), dtype=like[b].dtype))
             else:
-                out.append(jnp.asarray(np.concatenate([np.ravel(leaves[i]) for i in members]).astype(like[b].dtype)))
+                flat = np.concatenate([np.ravel(leaves[i]) for i in members]).astype(like[b].dtype)
+                out.append(jnp.asarray(flat.reshape(np.shape(like[b]))))
         return out
 
     def leaf_spec(self, storage_spec: Sequence[Any], i: int) -> tuple[tuple[int, ...], Any]:
