@@ -74,8 +74,9 @@ class Optimizer(HookRegistry):
     ``group_constants`` are keys torch stores in every group without taking them
     as arguments (AdamW's ``decoupled_weight_decay``).
     ``elementwise = True`` declares that the algorithm treats every element
-    alike, so each group is stored packed in one flat buffer per dtype (set it
-    False for per-tensor rules: trust ratios, factored moments, matrices).
+    alike, so each group's small leaves are stored packed in one flat buffer per
+    dtype, its large ones as they are (set it False for per-tensor rules: trust
+    ratios, factored moments, matrices).
 
     ``params`` is a pytree of arrays (one group), a list of ``(name, array)``
     pairs (``model.named_parameters()``; kept in the user's order, as torch
@@ -646,8 +647,9 @@ class Optimizer(HookRegistry):
     def grad_storage(self) -> list[list[jax.Array]] | None:
         """The accumulated gradients as stored: one list of arrays per group, or None when cleared.
 
-        Each group keeps its parameters and gradients in the same storage: one flat
-        buffer per dtype for an elementwise optimizer, else one array per parameter.
+        Each group keeps its parameters and gradients in the same storage: for an
+        elementwise optimizer one flat buffer per dtype for the small leaves and the
+        large ones as they are, else one array per parameter.
         A utility that rewrites every gradient (:func:`funcopt.optim.clip_grad_norm_`,
         a loss scaler's unscale) maps a function over this storage in one jitted call,
         whatever the layout, and hands the result to :meth:`set_grad_storage`.
