@@ -188,9 +188,12 @@ def train_table(rows: list[dict]) -> list[str]:
 DESIGN_NOTES = [
     "## What the stateful step does, and what bounds it on CPU",
     "",
-    "- Each parameter group of an elementwise optimizer (Adam, AdamW, SGD...) lives in one flat buffer per dtype, "
-    "and so do its gradients and state: a step is one XLA loop per buffer whatever the number of leaves, and it "
-    "compiles in a fraction of a second where a per-leaf program for 3000 leaves takes tens of seconds.",
+    "- Each parameter group of an elementwise optimizer (Adam, AdamW, SGD...) keeps its small leaves (up to 16384 "
+    "elements) in one flat buffer per dtype, and so do its gradients and state: a step is one XLA loop per buffer "
+    "whatever the number of small leaves, and it compiles in a fraction of a second where a per-leaf program for "
+    "3000 leaves takes tens of seconds. Larger leaves stay arrays of their own: in a train step, packing them "
+    "costs a copy of their gradients (the concatenate) and of their parameters (the slices the loss reads), which"
+    " made `backward` + `step` 1.3-1.4x optax's train step on the ResNet-like and transformer-like trees.",
     "- The step is one jitted call that donates parameters and state, so XLA updates them in place; the table's "
     "*step extra MB* shows no temporary copy.",
     "- A weight decay held in the state is a traced number, and `g + wd * p` would read the parameters in the loop "

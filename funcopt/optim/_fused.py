@@ -36,7 +36,7 @@ def fusable(storage: list[jax.Array], state: Any, hp_values: Mapping[str, Any],
     if state.rng is not None or any(m.dtype != p.dtype for slot in state.slots.values()
                                     for m, p in zip(slot, storage)):
         return False  # the kernel keeps moments in the parameters' dtype, rounded to nearest: XLA's step
-    return all(native.supports(x.dtype) and x.ndim == 1 and {d.platform for d in x.devices()} == {"cpu"}
+    return all(native.supports(x.dtype) and x.ndim >= 1 and {d.platform for d in x.devices()} == {"cpu"}
                for x in storage)
 
 

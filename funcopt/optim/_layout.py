@@ -3,18 +3,23 @@
 An elementwise optimizer (Adam, SGD...) computes the same numbers on one flat
 buffer as on the leaves it packs, and XLA runs one fused loop over the buffer
 instead of one per leaf: faster steps and a compile time that does not grow with
-the number of leaves. The pytree the user sees is a view (static slices).
+the number of leaves. The pytree the user sees is a view (static slices). Only
+the small leaves are packed: a leaf of more than
+:data:`funcopt._src.packing.MAX_PACKED_SIZE` elements is a buffer of its own, in
+its shape, as packing it would only add copies (see :mod:`funcopt._src.packing`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcopt._src import packing
 from funcopt._src.packing import flat_layout, pack_leaves, split_leaves
 
 
@@ -22,23 +27,31 @@ class Layout:
     """Storage of one group's leaves: ``pack`` leaves into storage, ``unpack`` storage into leaves.
 
     With ``flat=False`` the storage is the list of leaves itself. With
-    ``flat=True`` it is one 1-D buffer per dtype (in order of first appearance);
+    ``flat=True`` it is one 1-D buffer per dtype for the leaves of at most
+    ``max_packed_size`` elements (default :data:`~funcopt._src.packing.MAX_PACKED_SIZE`)
+    and each larger leaf as it is (``kept[b]``), in order of first appearance;
     leaf ``i`` is ``storage[buffer[i]][offset[i]:offset[i] + size[i]]`` reshaped.
     """
 
-    def __init__(self, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any], flat: bool) -> None:
+    def __init__(self, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any], flat: bool,
+                 max_packed_size: int | None = None) -> None:
         self.shapes = [tuple(int(d) for d in s) for s in shapes]
         self.dtypes = [jnp.dtype(d) for d in dtypes]
         self.flat = flat
         self.buffer_dtypes: list[jnp.dtype] = []
         self.where: list[tuple[int, int, int]] = []  # (buffer, offset, size) per leaf
         self.members: list[list[int]] = []  # leaves of each buffer
+        self.kept: list[bool] = []  # per buffer: one leaf in its own shape
+        self._offsets: list[Any] = []  # see _device_offsets
+        self._offsets_for: Any = None
         if flat:
-            layout = flat_layout(self.shapes, self.dtypes)
+            limit = packing.MAX_PACKED_SIZE if max_packed_size is None else max_packed_size
+            layout = flat_layout(self.shapes, self.dtypes, limit)
             self.buffer_dtypes = list(layout.buffer_dtypes)
             self.where = list(layout.where)
             self.members = [list(m) for m in layout.members]
             self.buffer_sizes = list(layout.buffer_sizes)
+            self.kept = list(layout.kept)
             self._flat_layout = layout
 
     def pack(self, leaves: Sequence[Any]) -> list[jax.Array]:
@@ -48,11 +61,41 @@ class Layout:
         return pack_leaves(self._flat_layout, leaves)
 
     def unpack(self, storage: Sequence[Any]) -> list[Any]:
-        """Storage to leaves (static slices: free inside a jitted function, and cheap outside one)."""
+        """Storage to leaves (static slices: free inside a jitted function, and cheap outside one).
+
+        Outside ``jit`` each packed leaf is one call of a small compiled slice shared by the
+        leaves of its shape (the offset is an argument): one dispatch per leaf, where an eager
+        slice and reshape are two slower ones, and one compile per distinct leaf shape, where a
+        compiled split of all the leaves compiles for minutes at a thousand leaves. A kept leaf
+        is its storage array itself.
+        """
         if not self.flat:
             return list(storage)
-        return [jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
-                for (b, off, size), shape in zip(self.where, self.shapes)]
+        if any(isinstance(x, jax.core.Tracer) for x in storage):
+            return [storage[b] if self.kept[b] else jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
+                    for (b, off, size), shape in zip(self.where, self.shapes)]
+        offsets = self._device_offsets(storage)
+        return [storage[b] if self.kept[b] else _leaf_view(size, shape)(storage[b], offset)
+                if offset is not None else jax.lax.slice(storage[b], (off,), (off + size,)).reshape(shape)
+                for (b, off, size), shape, offset in zip(self.where, self.shapes, offsets)]
+
+    def _device_offsets(self, storage: Sequence[jax.Array]) -> list[Any]:
+        """Each leaf's offset as an int32 array on its buffer's device (placed once, explicitly: no
+        transfer at each view); None where it does not fit in int32."""
+        devices = tuple((next(iter(x.devices())), x.committed) if isinstance(x, jax.Array) and len(x.devices()) == 1
+                        else None for x in storage)
+        if self._offsets_for != devices:
+            offsets: list[Any] = [None] * len(self.where)
+            for b, members in enumerate(self.members):
+                if self.kept[b] or devices[b] is None or self.buffer_sizes[b] >= 2**31:  # (device, committed)
+                    continue
+                # in one call; committed to the buffer's device only when the buffer is (jit's fast path)
+                placed = jax.device_put([np.int32(self.where[i][1]) for i in members],
+                                        devices[b][0] if devices[b][1] else None)
+                for i, x in zip(members, placed):
+                    offsets[i] = x
+            self._offsets, self._offsets_for = offsets, devices
+        return self._offsets
 
     def unpack_for_grad(self, storage: Sequence[Any]) -> list[Any]:
         """Storage to leaves inside a differentiated function: :meth:`unpack` with a gradient linear in the leaves.
@@ -75,7 +118,7 @@ class Layout:
         out = []
         for (b, off, size), shape in zip(self.where, self.shapes):
             buf = host[b]
-            out.append(np.array(buf) if buf.ndim == 0 else np.array(buf[off:off + size]).reshape(shape))
+            out.append(np.array(buf) if buf.ndim == 0 else np.array(buf.reshape(-1)[off:off + size]).reshape(shape))
         return out
 
     def pack_host(self, leaves: Sequence[np.ndarray], like: Sequence[Any]) -> list[jax.Array]:
@@ -87,7 +130,8 @@ class Layout:
             if np.ndim(like[b]) == 0:
                 out.append(jnp.asarray(np.asarray(leaves[members[0]]).reshape(()), dtype=like[b].dtype))
             else:
-                out.append(jnp.asarray(np.concatenate([np.ravel(leaves[i]) for i in members]).astype(like[b].dtype)))
+                flat = np.concatenate([np.ravel(leaves[i]) for i in members]).astype(like[b].dtype)
+                out.append(jnp.asarray(flat.reshape(np.shape(like[b]))))
         return out
 
     def leaf_spec(self, storage_spec: Sequence[Any], i: int) -> tuple[tuple[int, ...], Any]:
@@ -97,6 +141,12 @@ class Layout:
         b = self.where[i][0]
         spec = storage_spec[b]
         return (() if len(spec.shape) == 0 else self.shapes[i]), spec.dtype
+
+
+@functools.lru_cache(maxsize=4096)
+def _leaf_view(size: int, shape: tuple[int, ...]) -> Callable[[jax.Array, Any], jax.Array]:
+    """A compiled view of ``size`` elements of a flat buffer, from an offset given as an argument, in ``shape``."""
+    return jax.jit(lambda buf, offset: jax.lax.dynamic_slice_in_dim(buf, offset, size).reshape(shape))
 
 
 def _placed_like(x: Any, like: Any) -> jax.Array:

@@ -31,9 +31,9 @@ def pattern(leaves: Sequence[Any]) -> Present:
 
 
 def fill_missing(layout: Layout, leaves: Sequence[Any]) -> list[Any]:
-    """Gradient leaves with zeros (host arrays, packed with the others) where a gradient is missing."""
-    return [np.zeros(shape, dtype) if x is None else x for x, shape, dtype in zip(leaves, layout.shapes,
-                                                                                 layout.dtypes)]
+    """Gradient leaves with zeros where a gradient is missing (traced in the step that packs them)."""
+    return [jnp.zeros(shape, dtype) if x is None else x for x, shape, dtype in zip(leaves, layout.shapes,
+                                                                                  layout.dtypes)]
 
 
 def _choose(layout: Layout, present: tuple[bool, ...], new: Sequence[Any], old: Sequence[Any]) -> list[Any]:

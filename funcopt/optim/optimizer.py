@@ -74,8 +74,9 @@ class Optimizer(HookRegistry):
     ``group_constants`` are keys torch stores in every group without taking them
     as arguments (AdamW's ``decoupled_weight_decay``).
     ``elementwise = True`` declares that the algorithm treats every element
-    alike, so each group is stored packed in one flat buffer per dtype (set it
-    False for per-tensor rules: trust ratios, factored moments, matrices).
+    alike, so each group's small leaves are stored packed in one flat buffer per
+    dtype, its large ones as they are (set it False for per-tensor rules: trust
+    ratios, factored moments, matrices).
 
     ``params`` is a pytree of arrays (one group), a list of ``(name, array)``
     pairs (``model.named_parameters()``; kept in the user's order, as torch
@@ -646,8 +647,9 @@ class Optimizer(HookRegistry):
     def grad_storage(self) -> list[list[jax.Array]] | None:
         """The accumulated gradients as stored: one list of arrays per group, or None when cleared.
 
-        Each group keeps its parameters and gradients in the same storage: one flat
-        buffer per dtype for an elementwise optimizer, else one array per parameter.
+        Each group keeps its parameters and gradients in the same storage: for an
+        elementwise optimizer one flat buffer per dtype for the small leaves and the
+        large ones as they are, else one array per parameter.
         A utility that rewrites every gradient (:func:`funcopt.optim.clip_grad_norm_`,
         a loss scaler's unscale) maps a function over this storage in one jitted call,
         whatever the layout, and hands the result to :meth:`set_grad_storage`.
@@ -678,10 +680,15 @@ class Optimizer(HookRegistry):
     # ------------------------------------------------------------------ stepping
 
     def _compiled_step(self) -> Callable[..., Any]:
-        """The jitted step ``(params, grads, states, no_decay, present) -> (params, states)``.
+        """The jitted step ``(params, grads, states, no_decay, present, from_leaves) -> (params, states)``.
 
         ``present`` (static) says per group which parameters have a gradient
         (see :mod:`funcopt.optim._skip`): each pattern compiles once.
+
+        ``from_leaves`` (static) says that ``grads`` holds each group's gradient
+        leaves as the user gave them (None where missing), not its storage: they
+        are packed inside the program, so ``opt(grads)`` is one dispatch however
+        many leaves there are, instead of one small copy per leaf beforehand.
 
         ``no_decay`` (static) marks the groups traced with a literal zero weight
         decay: the parameters are then not read to add ``0 * p`` to the gradient
@@ -696,7 +703,10 @@ class Optimizer(HookRegistry):
             statics = [dict(g.static_values) for g in self._groups]
             layouts = [g.layout for g in self._groups]
 
-            def run(params, grads, states, no_decay, present):
+            def run(params, grads, states, no_decay, present, from_leaves=False):
+                if from_leaves:
+                    grads = [None if here is False else layout.pack(_skip.fill_missing(layout, gl))
+                             for layout, gl, here in zip(layouts, grads, present)]
                 new_params, new_states = [], []
                 for tx, p, gr, s, literal, fused_step, static, layout, here in zip(
                         txs, params, grads, states, no_decay, native, statics, layouts, present):
@@ -705,7 +715,7 @@ class Optimizer(HookRegistry):
                         new_states.append(s)
                         continue
                     if fused_step is not None:
-                        new_p, new = fused_step(p, gr, s, static)
+                        new_p, new = _fused_on_vectors(fused_step, p, gr, s, static)
                     else:
                         u, new = tx.update(gr, _state_tree.literal_zero_decay(s) if literal else s, p)
                         new_p = apply_updates(p, u)
@@ -716,9 +726,9 @@ class Optimizer(HookRegistry):
                     new_states.append(new)
                 return new_params, new_states
 
-            self._step_fn = jax.jit(run, donate_argnums=(0, 2), static_argnums=(3, 4))
+            self._step_fn = jax.jit(run, donate_argnums=(0, 2), static_argnums=(3, 4, 5))
             self._step_variant = self._decay_pattern = self._zero_decay_groups()
-            self._step_variant_ready = False
+            self._step_variant_ready = set()  # the from_leaves values whose general variant is compiled
         return self._step_fn
 
     def _zero_decay_groups(self) -> tuple[bool, ...]:
@@ -728,7 +738,7 @@ class Optimizer(HookRegistry):
                      for g in self._groups)
 
     def _step_args(self, fn: Callable[..., Any], grads: list[list[jax.Array] | None],
-                   present: tuple[_skip.Present, ...] | None = None) -> tuple[Any, ...]:
+                   present: tuple[_skip.Present, ...] | None = None, from_leaves: bool = False) -> tuple[Any, ...]:
         """The arguments of ``fn`` (the compiled step), choosing the variant (see :meth:`_compiled_step`)."""
         if present is None:  # whole groups with or without gradients
             present = tuple(gr is not None for gr in grads)
@@ -738,18 +748,22 @@ class Optimizer(HookRegistry):
         if self._decay_pattern is None:
             self._decay_pattern = self._zero_decay_groups()
         variant = self._step_variant if self._decay_pattern == self._step_variant else general
-        if not self._step_variant_ready:
+        if from_leaves not in self._step_variant_ready:
             if self._step_variant != general:  # compile the general variant now, not at a later edit
-                fn.lower(params, grads, states, general, present).compile()
-            self._step_variant_ready = True
-        return params, grads, states, variant, present
+                fn.lower(params, grads, states, general, present, from_leaves).compile()
+            self._step_variant_ready.add(from_leaves)
+        return params, grads, states, variant, present, from_leaves
 
-    def _run_step(self, grads: list[list[jax.Array] | None], present: tuple[_skip.Present, ...] | None = None) -> None:
-        """One compiled step; a group whose storage is None (or a parameter ``present`` marks) has no gradient."""
+    def _run_step(self, grads: list[list[jax.Array] | None], present: tuple[_skip.Present, ...] | None = None,
+                  from_leaves: bool = False) -> None:
+        """One compiled step; a group whose storage is None (or a parameter ``present`` marks) has no gradient.
+
+        With ``from_leaves``, ``grads`` holds gradient leaves, packed inside the step (see :meth:`_compiled_step`).
+        """
         self._model_sync(split=False)
         self._sync_hparams()
         fn = self._compiled_step()
-        new_params, new_states = fn(*self._step_args(fn, grads, present))
+        new_params, new_states = fn(*self._step_args(fn, grads, present, from_leaves))
         for g, p, s in zip(self._groups, new_params, new_states):
             g.params, g.state = p, s
         self._params_cache = None
@@ -806,11 +820,12 @@ class Optimizer(HookRegistry):
                     raise TypeError(f"grads for parameter {name!r} are complex ({dtype}) but the parameter is "
                                     f"real ({pdtype})")
         present = tuple(_skip.pattern(gl) for gl in leaves)
-        leaves = [g.layout.pack(_skip.fill_missing(g.layout, gl)) if here is not False else None
-                  for g, gl, here in zip(self._groups, leaves, present)]
+        # the leaves go into the compiled step as they are (packed there: one dispatch); a group or a
+        # parameter without a gradient passes no array
+        leaves = [None if here is False else [x for x in gl] for gl, here in zip(leaves, present)]
         self._call_step_pre_hooks((), {}, replace=False)
         if any(here is not False for here in present):  # as torch: no gradient, no step
-            self._run_step(leaves, present)
+            self._run_step(leaves, present, from_leaves=True)
         self._call_step_post_hooks((), {})
         return self
 
@@ -1134,3 +1149,22 @@ def _flatten_like(tree: Any, treedef: Any, what: str) -> list[Any]:
 
 def _is_pytree_node(x: Any) -> bool:
     return x is not None and jax.tree.structure(x).num_nodes > 1
+
+
+def _fused_on_vectors(fused_step: Callable[..., Any], params: list[Any], grads: list[Any], state: Any,
+                      static: Any) -> tuple[list[Any], Any]:
+    """A native ``fused_step`` on a group's storage, each entry seen as a vector (a kept leaf has its shape).
+
+    The kernels take 1-D buffers; inside the jitted step the reshapes are free (no copy).
+    """
+    def flat(xs):
+        return [x.reshape(-1) for x in xs]
+
+    def shaped(xs, like):
+        return [x.reshape(np.shape(y)) for x, y in zip(xs, like)]
+
+    if all(np.ndim(p) == 1 for p in params):
+        return fused_step(params, grads, state, static)
+    slots = {k: flat(v) for k, v in state.slots.items()}
+    new_p, new = fused_step(flat(params), flat(grads), state._replace(slots=slots), static)
+    return shaped(new_p, params), new._replace(slots={k: shaped(v, state.slots[k]) for k, v in new.slots.items()})
