@@ -198,8 +198,8 @@ DESIGN_NOTES = [
     "*step extra MB* shows no temporary copy.",
     "- A weight decay held in the state is a traced number, and `g + wd * p` would read the parameters in the loop "
     "that updates the moments even when `wd` is 0 (IEEE arithmetic does not let XLA drop `0 * p`). The step is "
-    "therefore compiled in two variants at its first call: one where the groups whose weight decay is 0 at that "
-    "moment see a literal 0, and the general one, used when the values differ; no later edit compiles anything.",
+    "traced with a literal 0 for the groups whose weight decay is 0 at the first step; a general variant, used "
+    "when a weight decay leaves 0, compiles the first time that happens (once). Other edits compile nothing.",
     "- What bounds Adam's default step against torch's fused CPU kernel: XLA:CPU writes each output array from "
     "its own loop, and it does not fuse a producer with its consumer when both must be written out. Adam's step is "
     "thus three loops (first moment, second moment, then the parameters, which read both moments back): 10 memory "

@@ -188,7 +188,6 @@ class Optimizer(HookRegistry):
         self._group_naming: list[bool | None] = []  # per group: (name, array) pairs, a plain list, other
         self._step_fn: Callable[..., Any] | None = None
         self._step_variant: tuple[bool, ...] = ()  # see _compiled_step
-        self._step_variant_ready = False
         self._decay_pattern: tuple[bool, ...] | None = None  # _zero_decay_groups(), kept until a value changes
         self._backward_cache = CompileCache(
             _BACKWARD_CACHE_SIZE, f"backward() has compiled more than {_BACKWARD_CACHE_SIZE} different loss "
@@ -693,9 +692,11 @@ class Optimizer(HookRegistry):
         ``no_decay`` (static) marks the groups traced with a literal zero weight
         decay: the parameters are then not read to add ``0 * p`` to the gradient
         (for Adam a quarter of the step's memory traffic). Two variants at most
-        exist, both compiled at the first step: the one for the weight decays of
-        that moment, and the general one, used whenever the values differ from
-        it; so no later hyperparameter change compiles anything.
+        exist: the one for the weight decays of the first step, and the general
+        one, used whenever the values differ from it. The general one compiles
+        when first needed (a weight decay leaving 0: one compile, once), so the
+        usual first step compiles one program, not two; lr, betas, momentum or
+        nonzero weight-decay edits never compile anything.
         """
         if self._step_fn is None:
             txs = [g.tx for g in self._groups]
@@ -728,7 +729,6 @@ class Optimizer(HookRegistry):
 
             self._step_fn = jax.jit(run, donate_argnums=(0, 2), static_argnums=(3, 4, 5))
             self._step_variant = self._decay_pattern = self._zero_decay_groups()
-            self._step_variant_ready = set()  # the from_leaves values whose general variant is compiled
         return self._step_fn
 
     def _zero_decay_groups(self) -> tuple[bool, ...]:
@@ -748,10 +748,6 @@ class Optimizer(HookRegistry):
         if self._decay_pattern is None:
             self._decay_pattern = self._zero_decay_groups()
         variant = self._step_variant if self._decay_pattern == self._step_variant else general
-        if from_leaves not in self._step_variant_ready:
-            if self._step_variant != general:  # compile the general variant now, not at a later edit
-                fn.lower(params, grads, states, general, present, from_leaves).compile()
-            self._step_variant_ready.add(from_leaves)
         return params, grads, states, variant, present, from_leaves
 
     def _run_step(self, grads: list[list[jax.Array] | None], present: tuple[_skip.Present, ...] | None = None,

@@ -10,7 +10,8 @@ engine is one edit here:
   parameters, gradients and state share (``storage``, ``is_packed``, ``group_state``);
 * the compiled step and backward, whose HLO the performance guards count ops and fusions of
   (``step_hlo``, ``lowered_backward``) and whose weight-decay variant they check (``step_variant``);
-* whether a group runs a native fused kernel (``runs_native``);
+* whether a group runs a native fused kernel (``runs_native``), and how often the compiled step runs
+  (``count_step_calls``);
 * how many step post-hooks the learning-rate schedulers installed (``step_post_hook_count``);
 * L-BFGS's one compiled update (``lbfgs_update``).
 """
@@ -76,6 +77,19 @@ def lowered_backward(opt: Any, loss_fn: Any, *args: Any) -> Any:
     if opt._model is not None:
         return fn.lower(params, None, list(leaves), opt._model.rest())
     return fn.lower(params, None, list(leaves))
+
+
+def count_step_calls(opt: Any) -> list[bool]:
+    """Wrap the compiled step: the returned list gains one entry per run (its ``from_leaves`` flag)."""
+    calls: list[bool] = []
+    step = opt._compiled_step()
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[5])
+        return step(*args, **kwargs)
+
+    opt._step_fn = counted
+    return calls
 
 
 def step_post_hook_count(opt: Any) -> int:

@@ -13,6 +13,7 @@ import pytest
 
 import funcopt as fo
 from funcopt._src import packing
+from tests.optim import internals
 
 
 @pytest.fixture
@@ -52,12 +53,12 @@ def _assert_same(a, b):
 
 def test_small_leaves_are_packed_and_large_ones_keep_their_shape(limit8):
     opt = fo.optim.Adam(_tree())
-    storage = opt._groups[0].params
+    storage = internals.storage(opt)
     # in order of first appearance (keys sorted): a, then the float32 buffer (b, d), c, bfloat16 (h), k
     assert [(x.shape, x.dtype) for x in storage] == [((3, 5), jnp.float32), ((5,), jnp.float32),
                                                      ((2, 2, 3), jnp.float32), ((6,), jnp.bfloat16),
                                                      ((3, 3), jnp.bfloat16)]
-    state = opt._groups[0].state
+    state = internals.group_state(opt)
     assert [x.shape for x in state.slots["exp_avg"]] == [x.shape for x in storage]
     jax.tree.map(np.testing.assert_array_equal, opt.params, _tree())
     # fo.pack shares the layout: the same buffers, and max_packed_size=None packs everything
@@ -95,15 +96,15 @@ def test_mixed_layout_gives_the_per_leaf_numbers(limit8, cls, kw):
 def test_fused_adam_steps_kept_leaves_like_xla(limit8):
     tree = {k: v for k, v in _tree().items() if v.dtype == jnp.float32}  # the kernel's dtypes
     fused, plain = fo.optim.Adam(tree, lr=0.1, fused=True), fo.optim.Adam(tree, lr=0.1)
-    assert fused._groups[0].native  # kept leaves reach the native kernel as vectors
-    assert [x.shape for x in fused._groups[0].params] == [(3, 5), (5,), (2, 2, 3)]
+    assert internals.runs_native(fused)  # kept leaves reach the native kernel as vectors
+    assert [x.shape for x in internals.storage(fused)] == [(3, 5), (5,), (2, 2, 3)]
     for i in range(3):
         grads = {k: v for k, v in _grads(i).items() if k in tree}
         fused(grads)
         plain(grads)
     # the same arithmetic as XLA's loops: equal up to the compilers' rounding choices
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), fused.params, plain.params)
-    assert [x.shape for x in fused._groups[0].params] == [(3, 5), (5,), (2, 2, 3)]
+    assert [x.shape for x in internals.storage(fused)] == [(3, 5), (5,), (2, 2, 3)]
 
 
 def test_call_runs_one_compiled_program(compiles):
@@ -117,14 +118,7 @@ def test_call_runs_one_compiled_program(compiles):
     grads = [jnp.full(s, 0.25, jnp.float32) for s in shapes]
     doubled = [jnp.full(s, 0.5, jnp.float32) for s in shapes]
     opt = fo.optim.Adam(params, lr=0.1, weight_decay=0.01)  # a non-zero decay: one variant of the step
-    calls = []
-    step = opt._compiled_step()
-
-    def counted(*args, **kwargs):
-        calls.append(args[5])  # from_leaves
-        return step(*args, **kwargs)
-
-    opt._step_fn = counted
+    calls = internals.count_step_calls(opt)  # one entry per run: its from_leaves flag
     before = len(compiles)
     opt(grads)
     assert len(compiles) - before == 1 and calls == [True]
@@ -149,9 +143,7 @@ def test_backward_cuts_only_the_packed_buffer(limit8):
     """Kept leaves reach the loss as they are: the compiled backward slices and concatenates the small ones only."""
     opt = fo.optim.Adam(_tree(), lr=0.1)
     x = jnp.float32(1.5)
-    leaves, args_def = jax.tree.flatten(((x,), {}))
-    fn = opt._make_backward(_loss, False, args_def, (None,) * len(leaves))
-    text = fn.lower([g.params for g in opt._groups], None, list(leaves)).as_text()
+    text = internals.lowered_backward(opt, _loss, x).as_text()
     assert text.count("stablehlo.pad") == 0
     # the float32 buffer (b, d) is cut and its gradient concatenated back; h is alone in its buffer
     assert text.count("stablehlo.concatenate") == 1
