@@ -384,7 +384,8 @@ class Optimizer(HookRegistry):
             static_changed = any(_freeze(pg.get(k)) != v for k, v in group.static_values.items())
             if not changed and not static_changed:
                 continue
-            hp = {k: v for k, v in pg.items() if k not in ("params", "param_names")}
+            # read the dict itself: the group's items() would unpack every parameter to return its "params"
+            hp = {k: dict.__getitem__(pg, k) for k in pg.keys() if k not in ("params", "param_names")}
             tx = self._check_hparams(hp)
             fast = not static_changed and all(
                 not callable(v) and not callable(group.hp_values[k])
