@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workloads import TRAIN_WORKLOADS, WORKLOADS, matmul_loss  # noqa: E402
 
 HP = {"adam": dict(lr=1e-3), "adamw": dict(lr=1e-3, weight_decay=1e-2), "sgd": dict(lr=1e-3, momentum=0.9)}
-TRAIN_CONTENDERS = ["optax-train", "funcopt-train", "funcopt-backward", "funcopt-call"]
+TRAIN_CONTENDERS = ["optax-train", "funcopt-train", "funcopt-packed", "funcopt-backward", "funcopt-call"]
 # bytes moved per parameter per step (fp32): reads and writes of param, grad and state
 BYTES_PER_PARAM = {"adam": 28, "adamw": 28, "sgd": 20}
 
@@ -169,6 +169,26 @@ def run_train(contender: str, shapes, opt: str, steps: int, device: str) -> dict
         fn = jax.jit(train_step, donate_argnums=(0, 1))
         carry = [params, tx.init(params)]
         del params
+
+        def step():
+            carry[0], carry[1] = fn(carry[0], carry[1], inputs)
+
+        def sync():
+            jax.block_until_ready(carry[0])
+    elif contender == "funcopt-packed":  # fo.pack: small leaves in one buffer, unpacked inside the loss
+        import funcopt as fo
+
+        tx, apply = functional(True, opt)
+
+        def packed_step(p, s, x):
+            g = jax.grad(lambda q: loss(q.unpack(), x))(p)
+            u, s = tx.update(g, s, p)
+            return apply(p, u), s
+
+        fn = jax.jit(packed_step, donate_argnums=(0, 1))
+        packed = fo.pack(params)
+        carry = [packed, tx.init(packed)]
+        del params, packed
 
         def step():
             carry[0], carry[1] = fn(carry[0], carry[1], inputs)
