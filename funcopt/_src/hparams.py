@@ -2,11 +2,14 @@
 
 Every numeric hyperparameter (``lr``, ``betas``, ``weight_decay``...) lives in the
 state as an array, so a jitted step takes it as data: changing it, by hand with
-:func:`set_hparams` or through a schedule, never retraces or recompiles.
+:func:`set_hparams` or through a schedule, never retraces or recompiles. One
+exception: a weight decay given as the number 0 is no term at all (see
+:class:`FixedHParam`), so the update never reads the parameters for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -45,6 +48,83 @@ class OptimizerState(NamedTuple):
     hparams: dict[str, Any]
     slots: dict[str, PyTree]
     rng: jax.Array | None = None
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class FixedHParam:
+    """A hyperparameter fixed when the optimizer was built: part of the state's structure, not an array.
+
+    A per-leaf optimizer built with ``weight_decay=0`` (a Python number, torch's default) holds
+    ``FixedHParam(0.0)`` in place of the decay array: the compiled update has no decay term and
+    does not read the parameters for it (the decay term costs a read of every parameter per step,
+    a quarter of Adam's memory traffic, even when its value is 0). A decay given as an array
+    (``weight_decay=jnp.asarray(0.0)``), or any nonzero number, is held as data as before.
+
+    :func:`funcopt.get_hparams` reads it as its number; :func:`funcopt.set_hparams` with another
+    value replaces it by an array, which changes the state's structure: the next jitted step traces
+    and compiles once (with the decay term), and later changes compile nothing.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import funcopt as fo
+        >>> state = fo.adam(lr=0.1).init({'w': jnp.ones(2)})
+        >>> state.hparams['weight_decay'], fo.get_hparams(state)['weight_decay']
+        (FixedHParam(value=0.0), 0.0)
+        >>> float(fo.get_hparams(fo.set_hparams(state, weight_decay=0.1))['weight_decay'])
+        0.1
+    """
+
+    value: float
+
+
+FIXED_WHEN_ZERO = ("weight_decay",)
+"""Hyperparameters that become a :class:`FixedHParam` when built as the number 0: their term vanishes."""
+
+
+def _number_zero(v: Any) -> bool:
+    # a Python number (not an array, a NumPy scalar or a bool) equal to 0
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.generic)) and v == 0
+
+
+def fixed_hparams(specs: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (evaluated hyperparameters) with a :class:`FixedHParam` for each zero of :data:`FIXED_WHEN_ZERO`.
+
+    Only a Python number equal to 0 in ``specs`` (as given to the factory) is fixed; an array, a
+    schedule or a nonzero number stays data.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.hparams import fixed_hparams
+        >>> fixed_hparams({'lr': 0.1, 'weight_decay': 0}, {'lr': jnp.array(0.1), 'weight_decay': jnp.array(0.0)})
+        {'lr': Array(0.1, dtype=float32, weak_type=True), 'weight_decay': FixedHParam(value=0.0)}
+    """
+    out = dict(values)
+    for k in FIXED_WHEN_ZERO:
+        v = specs.get(k)
+        if _number_zero(v):
+            out[k] = FixedHParam(0.0)
+    return out
+
+
+def held_as_data(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of an optimizer factory with each zero of :data:`FIXED_WHEN_ZERO` given as an array.
+
+    The optimizer built from them holds that hyperparameter as data (never a :class:`FixedHParam`),
+    for callers that change it later without compiling again, such as the stateful optimizers'
+    ``param_groups``.
+
+    Example:
+        >>> from funcopt._src.hparams import held_as_data
+        >>> held_as_data({'lr': 0.1, 'weight_decay': 0})['weight_decay']
+        array(0.)
+    """
+    out = dict(kwargs)
+    for k in FIXED_WHEN_ZERO:
+        v = out.get(k)
+        if _number_zero(v):
+            out[k] = np.asarray(0.0)
+    return out
 
 
 def float_dtype() -> jnp.dtype:
@@ -193,8 +273,10 @@ def per_leaf_optimizer(
 
     ``leaf_update(g, p, slots, hp, step)`` receives one gradient leaf, its
     parameter (or None when no params were given and ``needs_params`` is
-    False), a dict of that leaf's state by slot name, the hyperparameters cast
-    to the leaf's compute dtype, and ``step`` (the int32 count including this
+    False; also None, with ``needs_params`` False, when the weight decay is a
+    :class:`FixedHParam` zero, so the update never reads the parameters), a
+    dict of that leaf's state by slot name, the hyperparameters cast to the
+    leaf's compute dtype (a :class:`FixedHParam` as its number), and ``step`` (the int32 count including this
     update, torch's ``step``). It returns the update (delta) and the new slots.
     Complex leaves are handed over as real views (torch's ``view_as_real``)
     when ``complex_as_real``. Half-precision leaves are computed in float32.
@@ -236,7 +318,7 @@ def per_leaf_optimizer(
     init_leaf = leaf_init or default_init
 
     def init(params):
-        hp = evaluate_hparams(hparams, jnp.zeros([], jnp.int32))
+        hp = fixed_hparams(hparams, evaluate_hparams(hparams, jnp.zeros([], jnp.int32)))
         leaves, treedef = jax.tree.flatten(params)
         per_leaf = []
         for p in map(jnp.asarray, leaves):
@@ -301,6 +383,9 @@ def per_leaf_optimizer(
             raise ValueError(f"{name}: params must be given to update() with these hyperparameters "
                              "(e.g. a nonzero weight_decay)")
         hp = state.hparams
+        if params is not None and not needs_params and isinstance(hp.get("weight_decay"), FixedHParam):
+            # the parameters enter only the decay term, and there is none: the update never reads them
+            params = None
         if scheduled:
             fresh = evaluate_hparams(hparams, state.step)
             hp = {k: (fresh[k] if has_schedule(hparams[k]) else hp[k]) for k in hparams}
@@ -338,7 +423,9 @@ def cast_hparams(hp: Mapping[str, Any], dtype: jnp.dtype) -> dict[str, Any]:
         >>> cast_hparams({'lr': jnp.array(0.5)}, jnp.bfloat16)['lr'].dtype
         dtype(bfloat16)
     """
-    return {k: jax.tree.map(lambda v: v.astype(dtype), v) for k, v in hp.items()}
+    # a FixedHParam is no array: the rule gets its number, a constant it can branch on
+    return {k: v.value if isinstance(v, FixedHParam) else jax.tree.map(lambda v: v.astype(dtype), v)
+            for k, v in hp.items()}
 
 
 def optimizer_states(state: PyTree) -> list[OptimizerState]:
@@ -360,7 +447,8 @@ def get_hparams(state: PyTree) -> dict[str, Any]:
 
     Searches ``state`` (a chain, a partition, or one optimizer's state) for
     hyperparameters; where two parts hold the same name, the first one found
-    wins. A scheduled hyperparameter shows the value used at the last update.
+    wins. A scheduled hyperparameter shows the value used at the last update;
+    a :class:`FixedHParam` (a weight decay built as the number 0), its number.
     A state whose arrays are wrapped in ``nnx.Variable`` (the ``opt_state`` of
     flax's ``nnx.Optimizer``) is read the same way; the values come back as
     plain arrays.
@@ -375,12 +463,20 @@ def get_hparams(state: PyTree) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in optimizer_states(state):
         for k, v in s.hparams.items():
-            out.setdefault(k, strip_variables(v))
+            out.setdefault(k, v.value if isinstance(v, FixedHParam) else strip_variables(v))
     return out
 
 
 def _shaped(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return x if x.shape == shape else x.reshape(shape)  # an eager reshape would compile, even a no-op one
+
+
+def _like_sibling(hp: Mapping[str, Any], x: jax.Array) -> Any:
+    """``x`` wrapped as the state's other scalar hyperparameters are (an ``nnx.Variable`` in flax's ``opt_state``)."""
+    for v in hp.values():
+        if not isinstance(v, FixedHParam) and not isinstance(v, tuple) and len(jax.tree.leaves(v)) == 1:
+            return jax.tree.structure(v).unflatten([x])
+    return x
 
 
 def set_hparams(state: PyTree, **values: Any) -> PyTree:
@@ -391,6 +487,12 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
     dtypes and a jitted step does not retrace. A name held nowhere raises
     ``KeyError``. A hyperparameter that was given as a schedule is recomputed
     from the schedule at the next update, which overrides a value set here.
+
+    A weight decay built as the number 0 is no term of the compiled update
+    (:class:`FixedHParam`): setting another value puts an array in its place,
+    so the next jitted step traces and compiles once, with the decay term;
+    later changes compile nothing. Build with ``weight_decay=jnp.asarray(0.0)``
+    to hold a zero decay as data from the start.
 
     In a state whose arrays are wrapped in ``nnx.Variable`` (the ``opt_state``
     of flax's ``nnx.Optimizer``) the new values come in new Variables of the
@@ -416,6 +518,10 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
             if k in hp:
                 found.add(k)
                 old = hp[k]
+                if isinstance(old, FixedHParam):
+                    if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and v == old.value):
+                        hp[k] = _like_sibling(node.hparams, _shaped(hparam_array(v, float_dtype()), ()))
+                    continue
                 try:
                     new = jax.tree.map(lambda o, n: _shaped(hparam_array(n, o.dtype), o.shape),
                                        strip_variables(old), v)
