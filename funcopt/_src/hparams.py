@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from funcopt._src.base import GradientTransformation, PyTree, floating_only
-from funcopt._src.scalar_work import once_per_step
+from funcopt._src.scalar_work import split_scalar_work
 from funcopt._src.state_dtype import StatePrecision
 from funcopt._src.tree import shard_like, strip_variables
 
@@ -332,43 +333,44 @@ def per_leaf_optimizer(
         rng = precision.key() if precision is not None and precision.stochastic else None
         return OptimizerState(step=jnp.zeros([], jnp.int32), hparams=hp, slots=slot_trees, rng=rng)
 
+    def one_leaf(g, p, leaf_slots, leaf_keys, hp, step):
+        """The update of one leaf: cast to the compute dtype, ``leaf_update``, cast back and store."""
+        out_dtype = (p if p is not None else g).dtype
+        cdtype = compute_dtype(out_dtype)
+        g_c = g.astype(cdtype)
+        p_c = None if p is None else p.astype(cdtype)
+        s_c = {k: v.astype(compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
+        is_complex = complex_as_real and jnp.issubdtype(cdtype, jnp.complexfloating)
+        if is_complex:
+            g_c, p_c = real_view(g_c), real_view(p_c)
+            s_c = {k: real_view(v) for k, v in s_c.items()}
+            hp_leaf = cast_hparams(hp, jnp.finfo(cdtype).dtype)
+        else:
+            hp_leaf = cast_hparams(hp, cdtype)
+        u, s_new = leaf_update(g_c, p_c, s_c, hp_leaf, step)
+        if is_complex:
+            u = complex_view(u)
+            s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v for k, v in s_new.items()}
+        stored = []
+        for j, k in enumerate(slots):
+            if precision is None:
+                stored.append(s_new[k].astype(leaf_slots[k].dtype))
+            else:
+                stored.append(precision.store(s_new[k], leaf_slots[k].dtype, leaf_keys[j]))
+        return u.astype(out_dtype), stored
+
+    programs = LeafPrograms(one_leaf, slots, name)
+
     def update_leaves(g_leaves, p_leaves, s_leaves, hp, step, keys):
         new_updates, new_slots = [], {k: [] for k in slots}
-        cast_cache: dict[Any, dict[str, Any]] = {}  # the hyperparameters in each compute dtype, cast once
-
-        def hp_in(dtype):
-            if dtype not in cast_cache:
-                cast_cache[dtype] = cast_hparams(hp, dtype)
-            return cast_cache[dtype]
-
+        scalars = programs.scalars(hp, step)
         for i, g in enumerate(g_leaves):
-            g = jnp.asarray(g)
             p = None if p_leaves[i] is None else jnp.asarray(p_leaves[i])
-            ref = p if p is not None else g
-            out_dtype = ref.dtype
-            cdtype = compute_dtype(out_dtype)
-            leaf_slots = {k: s_leaves[k][i] for k in slots}
-            g_c = g.astype(cdtype)
-            p_c = None if p is None else p.astype(cdtype)
-            s_c = {k: v.astype(compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
-            is_complex = complex_as_real and jnp.issubdtype(cdtype, jnp.complexfloating)
-            if is_complex:
-                g_c, p_c = real_view(g_c), real_view(p_c)
-                s_c = {k: real_view(v) for k, v in s_c.items()}
-                hp_leaf = hp_in(jnp.finfo(cdtype).dtype)
-            else:
-                hp_leaf = hp_in(cdtype)
-            u, s_new = leaf_update(g_c, p_c, s_c, dict(hp_leaf), step)
-            if is_complex:
-                u = complex_view(u)
-                s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
-                         for k, v in s_new.items()}
-            new_updates.append(u.astype(out_dtype))
-            for j, k in enumerate(slots):
-                if precision is None:
-                    new_slots[k].append(s_new[k].astype(leaf_slots[k].dtype))
-                else:
-                    new_slots[k].append(precision.store(s_new[k], leaf_slots[k].dtype, keys[i * len(slots) + j]))
+            leaf_keys = keys[i * len(slots):(i + 1) * len(slots)]
+            u, stored = programs(scalars, jnp.asarray(g), p, [s_leaves[k][i] for k in slots], leaf_keys)
+            new_updates.append(u)
+            for k, v in zip(slots, stored):
+                new_slots[k].append(v)
         return new_updates, new_slots
 
     def update(grads, state, params=None, **extra):
@@ -396,14 +398,105 @@ def per_leaf_optimizer(
         keys = [None] * (len(g_leaves) * len(slots))
         if precision is not None and precision.stochastic:
             keys = precision.update_keys(state.rng, step, len(keys))
-        # Traced as one program whose repeated scalar work (the hyperparameters cast to each leaf's
-        # dtype, bias corrections and other functions of the step) is then done once, not per leaf.
-        new_updates, new_slots = once_per_step(update_leaves)(g_leaves, p_leaves, s_leaves, hp, step, keys)
+        new_updates, new_slots = update_leaves(g_leaves, p_leaves, s_leaves, hp, step, keys)
         updates = treedef.unflatten(new_updates)
         slot_trees = {k: treedef.unflatten(v) for k, v in new_slots.items()}
         return updates, OptimizerState(step=step, hparams=hp, slots=slot_trees, rng=state.rng)
 
     return floating_only(GradientTransformation(init, update))
+
+
+class LeafPrograms:
+    """A per-leaf rule traced once per kind of leaf, its scalar work done once per step.
+
+    ``one_leaf(g, p, slots, keys, hp, step) -> (update, new slot values)`` is traced once for each
+    kind of leaf (the shapes, dtypes and shardings of its arrays, whether it has a parameter) and
+    cut in two (:func:`funcopt._src.scalar_work.split_scalar_work`): the scalar work, which depends
+    only on the hyperparameters and the step (their casts to the leaf's dtype, bias corrections),
+    and the leaf's array work. :meth:`scalars` evaluates the scalar work once per step; each
+    leaf is then one call of its kind's compiled array work (a ``jax.jit`` function, so a program
+    of many leaves holds one call per leaf and one body per kind, and XLA receives no repeated
+    scalar work). Tracing costs one trace per kind of leaf, not one per leaf.
+
+    Hyperparameters held as arrays (traced or not) are inputs of the program; the others (NumPy
+    or Python numbers, :class:`FixedHParam`) are constants the rule can branch on: a weight decay
+    that is a constant 0 skips its term.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.hparams import LeafPrograms
+        >>> def one_leaf(g, p, slots, keys, hp, step):
+        ...     return -hp['lr'] * g / (1 - 0.5 ** step.astype(g.dtype)), []
+        >>> programs = LeafPrograms(one_leaf, (), 'sgd')
+        >>> scalars = programs.scalars({'lr': jnp.array(0.5)}, jnp.array(1))
+        >>> programs(scalars, jnp.ones(2), None, [], [])[0]
+        Array([-1., -1.], dtype=float32)
+    """
+
+    _LIMIT = 256  # kinds of leaf kept traced
+
+    def __init__(self, one_leaf: Callable[..., Any], slots: Sequence[str], name: str) -> None:
+        self.one_leaf, self.slots, self.name = one_leaf, tuple(slots), name
+        self._programs: dict[Any, tuple[Any, Callable[..., Any], Callable[..., Any]]] = {}
+
+    def scalars(self, hp: Mapping[str, Any], step: jax.Array) -> dict[str, Any]:
+        """What a step's leaves share: the hyperparameters split into inputs and constants, each kind's scalar work."""
+        flat, tree = jax.tree.flatten(hp)
+        dynamic = [i for i, x in enumerate(flat) if isinstance(x, jax.Array)]
+        constants = tuple((i, np.asarray(x).dtype.str, np.shape(x), np.asarray(x).tobytes())
+                          for i, x in enumerate(flat) if not isinstance(x, jax.Array))
+        return {"flat": flat, "tree": tree, "dynamic": dynamic, "inputs": [flat[i] for i in dynamic] + [step],
+                "key": (tree, constants, tuple(jax.typeof(x) for x in [flat[i] for i in dynamic] + [step])),
+                "values": {}}
+
+    def __call__(self, shared: dict[str, Any], g: jax.Array, p: jax.Array | None, leaf_slots: list[jax.Array],
+                 leaf_keys: list[jax.Array | None]) -> tuple[jax.Array, list[jax.Array]]:
+        """``(update, new slot values)`` of one leaf."""
+        leaf, leaf_tree = jax.tree.flatten((g, p, leaf_slots, list(leaf_keys)))
+        key = (shared["key"], leaf_tree, tuple(jax.typeof(x) for x in leaf))
+        program = self._programs.get(key)
+        if program is None:
+            program = self._trace(shared, leaf_tree, leaf)
+            if len(self._programs) >= self._LIMIT:
+                self._programs.clear()
+            self._programs[key] = program
+        same, prelude, body = program
+        # the scalar work once per step: kinds of leaf whose scalar work is the same program share it
+        values = shared["values"].get(same)
+        if values is None:
+            values = shared["values"][same] = prelude(*shared["inputs"])
+        outs = body(*values, *leaf)
+        return outs[0], list(outs[1:])
+
+    def _trace(self, shared: dict[str, Any], leaf_tree: Any, leaf: list[jax.Array]) -> tuple[Any, Any]:
+        flat, tree, dynamic = list(shared["flat"]), shared["tree"], shared["dynamic"]
+        n_scalar = len(shared["inputs"])
+
+        def traced(*args):
+            full = list(flat)
+            for i, v in zip(dynamic, args[:n_scalar - 1]):
+                full[i] = v
+            g, p, leaf_slots, leaf_keys = jax.tree.unflatten(leaf_tree, args[n_scalar:])
+            u, stored = self.one_leaf(g, p, dict(zip(self.slots, leaf_slots)), leaf_keys,
+                                      jax.tree.unflatten(tree, full), args[n_scalar - 1])
+            return [u, *stored]
+
+        closed = jax.make_jaxpr(traced)(*shared["inputs"], *leaf)
+        prelude_jaxpr, body_jaxpr = split_scalar_work(closed.jaxpr, n_scalar)
+        consts = list(closed.consts)
+        prelude_fn = jaxpr_as_fun(ClosedJaxpr(prelude_jaxpr, []))
+        body_fn = jaxpr_as_fun(ClosedJaxpr(body_jaxpr, []))
+
+        def prelude(*scalars):
+            return prelude_fn(*consts, *scalars)
+
+        def leaf_work(*args):
+            return body_fn(*args)
+
+        leaf_work.__name__ = leaf_work.__qualname__ = f"{self.name}_leaf"
+        # the printed program names what it computes (with no constants, it computes from the inputs alone)
+        same = str(prelude_jaxpr) if not consts else object()
+        return same, prelude, jax.jit(leaf_work)
 
 
 def _own_buffer(x: jax.Array) -> jax.Array:
