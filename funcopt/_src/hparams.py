@@ -289,11 +289,12 @@ def per_leaf_optimizer(
     dtype slots are stored in: ``leaf_update`` still computes in the leaf's compute
     dtype, and each new slot is rounded into its buffer's dtype on the way out.
 
-    The loop over the leaves is traced as one program whose repeated scalar
-    equations are merged (:func:`funcopt._src.scalar_work.once_per_step`): what
-    ``leaf_update`` computes from the hyperparameters and the step alone (casts,
-    bias corrections) is computed once per step, however many leaves there are,
-    so a rule is written for one leaf without a cost per leaf for its scalars.
+    ``leaf_update`` is traced once per kind of leaf (:class:`LeafPrograms`), not
+    once per leaf: what it computes from the hyperparameters and the step alone
+    (casts, bias corrections) is computed once per step, however many leaves
+    there are, and each leaf is one call of its kind's compiled array work. So a
+    rule is written for one leaf without a cost per leaf for its scalars, in
+    tracing or in compiling.
 
     Only floating leaves reach ``leaf_update`` and ``leaf_init`` (see
     :func:`funcopt.floating_only`): the others keep no slots and

@@ -1,11 +1,14 @@
-"""Scalar work done once per step: the per-leaf loop of an optimizer traced, its repeated scalar equations merged.
+"""Scalar work done once per step, however many leaves a per-leaf rule runs on.
 
 A per-leaf rule recomputes its step-dependent scalars for every leaf (``1 - beta1**t``, ``lr / (1 -
 beta1**t)``, the hyperparameters cast to the leaf's dtype...). On thousands of leaves that is thousands of
 identical scalar equations, which XLA has to compile and merge again (and which cost as much compile time
-as the leaves' own arithmetic). :func:`once_per_step` traces the loop, keeps the first of each set of
-identical scalar equations, and evaluates the result: the program that reaches XLA does the scalar work
-once, whatever the rule, so no optimizer has to split its formula in two to get there.
+as the leaves' own arithmetic). :func:`split_scalar_work` cuts a rule traced for one leaf into its scalar
+work and its array work, so the scalar work is evaluated once per step and the array work once per leaf
+(how the per-leaf optimizers run, :class:`funcopt._src.hparams.LeafPrograms`); :func:`once_per_step`
+instead traces a whole loop and keeps the first of each set of identical scalar equations. Either way
+the program that reaches XLA does the scalar work once, whatever the rule, so no optimizer has to split
+its formula in two to get there.
 """
 
 from __future__ import annotations

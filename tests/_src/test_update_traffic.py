@@ -164,3 +164,34 @@ def test_a_fixed_zero_decay_needs_no_params():
     tx = fo.adamw(lr=0.1, weight_decay=0)
     updates, _ = tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
     np.testing.assert_allclose(updates["w"], [-0.1, -0.1], rtol=1e-6)
+
+
+def test_a_rule_is_traced_once_per_kind_of_leaf():
+    # tracing cost does not grow with the leaves: 30 leaves of 3 shapes trace the rule 3 times
+    from funcopt._src.hparams import per_leaf_optimizer
+
+    calls = []
+
+    def rule(g, p, slots, hp, step):
+        calls.append(g.shape)
+        m = hp["beta"] * slots["m"] + (1 - hp["beta"]) * g
+        return -hp["lr"] / (1 - hp["beta"] ** step.astype(g.dtype)) * m, {"m": m}
+
+    tx = per_leaf_optimizer(hparams={"lr": 0.1, "beta": 0.9}, slots=("m",), leaf_update=rule)
+    params = [jnp.full((2 + i % 3,), float(i)) for i in range(30)]
+    updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    assert sorted(calls) == [(2,), (3,), (4,)]
+    for i, u in enumerate(updates):  # first step: -lr * g
+        np.testing.assert_allclose(u, -0.1 * params[i], rtol=1e-6)
+
+
+def _fusions(tx, apply, params):
+    state = tx.init(params)
+    text = jax.jit(_step(tx, apply)).lower(params, state, params).compile().as_text()
+    entry = text[text.index("\nENTRY"):]
+    return len(re.findall(r" fusion\(", entry))
+
+
+def test_many_leaves_compile_to_as_many_fusions_as_optax():
+    params = [jnp.ones((5 + i % 4,)) for i in range(24)]
+    assert _fusions(fo.adam(1e-3), fo.apply_updates, params) <= _fusions(optax.adam(1e-3), optax.apply_updates, params)
