@@ -44,7 +44,8 @@ def sgd(
         lr: learning rate :math:`\gamma`.
         momentum: momentum factor :math:`\mu`.
         dampening: dampening :math:`\tau` of the momentum.
-        weight_decay: L2 penalty :math:`\lambda` (needs ``params`` in ``update``).
+        weight_decay: L2 penalty :math:`\lambda` (needs ``params`` in ``update``). The number 0
+            (the default) is no term, as in :func:`funcopt.adam`.
         nesterov: use Nesterov momentum (needs momentum and zero dampening).
         maximize: maximize the objective instead of minimizing.
         mu_dtype: dtype of ``momentum_buffer`` (default: the parameter's).
