@@ -80,7 +80,8 @@ class FixedHParam:
     ``FixedHParam(0.0)`` in place of the decay array: the compiled update has no decay term and
     does not read the parameters for it (the decay term costs a read of every parameter per step,
     a quarter of Adam's memory traffic, even when its value is 0). A decay given as an array
-    (``weight_decay=jnp.asarray(0.0)``), or any nonzero number, is held as data as before.
+    (``weight_decay=jnp.asarray(0.0)``), or any nonzero number, is held as data as before. SGD's
+    ``dampening`` is fixed the same way: at 0 the momentum needs no select on the first step.
 
     :func:`funcopt.get_hparams` reads it as its number; :func:`funcopt.set_hparams` with another
     value replaces it by an array, which changes the state's structure: the next jitted step traces

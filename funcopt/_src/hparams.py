@@ -50,7 +50,7 @@ class OptimizerState(NamedTuple):
     rng: jax.Array | None = None
 
 
-FIXED_WHEN_ZERO = ("weight_decay",)
+FIXED_WHEN_ZERO = ("weight_decay", "dampening")
 """Hyperparameters that become a :class:`FixedHParam` when built as the number 0: their term vanishes."""
 
 

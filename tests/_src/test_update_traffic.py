@@ -195,3 +195,20 @@ def _fusions(tx, apply, params):
 def test_many_leaves_compile_to_as_many_fusions_as_optax():
     params = [jnp.ones((5 + i % 4,)) for i in range(24)]
     assert _fusions(fo.adam(1e-3), fo.apply_updates, params) <= _fusions(optax.adam(1e-3), optax.apply_updates, params)
+
+
+def test_sgd_number_zero_dampening_matches_torch_and_can_be_turned_on():
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    tx = fo.sgd(lr=0.1, momentum=0.9)
+    params = jnp.array([1.0, -2.0, 3.0])
+    state = tx.init(params)
+    assert state.hparams["dampening"] == FixedHParam(0.0)
+    step = jax.jit(_step(tx, fo.apply_updates))
+    for i, damp in enumerate([0.0, 0.0, 0.5, 0.5]):
+        opt.param_groups[0]["dampening"] = damp
+        w.grad = torch.tensor([0.5, -1.0, 0.25]) * (i + 1)
+        opt.step()
+        state = fo.set_hparams(state, dampening=damp)
+        params, state = step(params, state, jnp.array([0.5, -1.0, 0.25]) * (i + 1))
+        np.testing.assert_allclose(params, w.detach().numpy(), rtol=1e-6, atol=1e-7)
