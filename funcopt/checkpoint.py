@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt._src.base import PyTree
+from funcopt._src.base import FixedHParam, PyTree
 from funcopt._src.matching import IncompatibleKeys, duplicate_names, match_names
 from funcopt._src.tree import param_names
 
@@ -406,6 +406,8 @@ def _encode(x: Any, leaves: list[dict[str, Any]], arrays: list[np.ndarray], spec
         return node
     if t is list or t is tuple:
         return {"t": t.__name__, "c": [_encode(v, leaves, arrays, specs, f"{where}[{i}]") for i, v in enumerate(x)]}
+    if t is FixedHParam:  # a weight decay built as the number 0: part of the structure, no array
+        return {"t": "fixed", "v": repr(float(x.value))}
     if isinstance(x, tuple) and hasattr(t, "_fields"):
         return {"t": "namedtuple", "type": _type_name(t), "fields": list(t._fields),
                 "c": [_encode(v, leaves, arrays, specs, f"{where}.{f}") for f, v in zip(t._fields, x)]}
@@ -696,6 +698,8 @@ def _decode(node: dict[str, Any], values: list[Any]) -> Any:
     if t == "namedtuple":
         cls = _namedtuple_class(node["type"], node["fields"])
         return cls(*[_decode(c, values) for c in node["c"]])
+    if t == "fixed":
+        return FixedHParam(float(node["v"]))
     if t == "node":
         raise CheckpointError(f"the checkpoint holds a pytree node of type {node['type'].replace(':', '.')}, "
                               "which is rebuilt only into a target: call fo.load(path, target=...) with a "

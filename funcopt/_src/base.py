@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -68,6 +69,35 @@ class MaskedNode(NamedTuple):
     it in place of the leaves that are not floating (see :func:`floating_only`),
     so those leaves keep no state.
     """
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class FixedHParam:
+    """A hyperparameter fixed when the optimizer was built: part of the state's structure, not an array.
+
+    A per-leaf optimizer built with ``weight_decay=0`` (a Python number, torch's default) holds
+    ``FixedHParam(0.0)`` in place of the decay array: the compiled update has no decay term and
+    does not read the parameters for it (the decay term costs a read of every parameter per step,
+    a quarter of Adam's memory traffic, even when its value is 0). A decay given as an array
+    (``weight_decay=jnp.asarray(0.0)``), or any nonzero number, is held as data as before. SGD's
+    ``dampening`` is fixed the same way: at 0 the momentum needs no select on the first step.
+
+    :func:`funcopt.get_hparams` reads it as its number; :func:`funcopt.set_hparams` with another
+    value replaces it by an array, which changes the state's structure: the next jitted step traces
+    and compiles once (with the decay term), and later changes compile nothing.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import funcopt as fo
+        >>> state = fo.adam(lr=0.1).init({'w': jnp.ones(2)})
+        >>> state.hparams['weight_decay'], fo.get_hparams(state)['weight_decay']
+        (FixedHParam(value=0.0), 0.0)
+        >>> float(fo.get_hparams(fo.set_hparams(state, weight_decay=0.1))['weight_decay'])
+        0.1
+    """
+
+    value: float
 
 
 def _accepts_extra_kwargs(fn: Callable[..., Any]) -> bool:

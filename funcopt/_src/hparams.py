@@ -2,7 +2,9 @@
 
 Every numeric hyperparameter (``lr``, ``betas``, ``weight_decay``...) lives in the
 state as an array, so a jitted step takes it as data: changing it, by hand with
-:func:`set_hparams` or through a schedule, never retraces or recompiles.
+:func:`set_hparams` or through a schedule, never retraces or recompiles. One
+exception: a weight decay given as the number 0 is no term at all (see
+:class:`FixedHParam`), so the update never reads the parameters for it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
-from funcopt._src.base import GradientTransformation, PyTree, floating_only
-from funcopt._src.scalar_work import once_per_step
+from funcopt._src.base import FixedHParam, GradientTransformation, PyTree, floating_only
+from funcopt._src.scalar_work import split_scalar_work
 from funcopt._src.state_dtype import StatePrecision
 from funcopt._src.tree import shard_like, strip_variables
 
@@ -45,6 +48,55 @@ class OptimizerState(NamedTuple):
     hparams: dict[str, Any]
     slots: dict[str, PyTree]
     rng: jax.Array | None = None
+
+
+FIXED_WHEN_ZERO = ("weight_decay", "dampening")
+"""Hyperparameters that become a :class:`FixedHParam` when built as the number 0: their term vanishes."""
+
+
+def _number_zero(v: Any) -> bool:
+    # a Python number (not an array, a NumPy scalar or a bool) equal to 0
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.generic)) and v == 0
+
+
+def fixed_hparams(specs: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (evaluated hyperparameters) with a :class:`FixedHParam` for each zero of :data:`FIXED_WHEN_ZERO`.
+
+    Only a Python number equal to 0 in ``specs`` (as given to the factory) is fixed; an array, a
+    schedule or a nonzero number stays data.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.hparams import fixed_hparams
+        >>> fixed_hparams({'lr': 0.1, 'weight_decay': 0}, {'lr': jnp.array(0.1), 'weight_decay': jnp.array(0.0)})
+        {'lr': Array(0.1, dtype=float32, weak_type=True), 'weight_decay': FixedHParam(value=0.0)}
+    """
+    out = dict(values)
+    for k in FIXED_WHEN_ZERO:
+        v = specs.get(k)
+        if _number_zero(v):
+            out[k] = FixedHParam(0.0)
+    return out
+
+
+def held_as_data(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of an optimizer factory with each zero of :data:`FIXED_WHEN_ZERO` given as an array.
+
+    The optimizer built from them holds that hyperparameter as data (never a :class:`FixedHParam`),
+    for callers that change it later without compiling again, such as the stateful optimizers'
+    ``param_groups``.
+
+    Example:
+        >>> from funcopt._src.hparams import held_as_data
+        >>> held_as_data({'lr': 0.1, 'weight_decay': 0})['weight_decay']
+        array(0.)
+    """
+    out = dict(kwargs)
+    for k in FIXED_WHEN_ZERO:
+        v = out.get(k)
+        if _number_zero(v):
+            out[k] = np.asarray(0.0)
+    return out
 
 
 def float_dtype() -> jnp.dtype:
@@ -193,8 +245,10 @@ def per_leaf_optimizer(
 
     ``leaf_update(g, p, slots, hp, step)`` receives one gradient leaf, its
     parameter (or None when no params were given and ``needs_params`` is
-    False), a dict of that leaf's state by slot name, the hyperparameters cast
-    to the leaf's compute dtype, and ``step`` (the int32 count including this
+    False; also None, with ``needs_params`` False, when the weight decay is a
+    :class:`FixedHParam` zero, so the update never reads the parameters), a
+    dict of that leaf's state by slot name, the hyperparameters cast to the
+    leaf's compute dtype (a :class:`FixedHParam` as its number), and ``step`` (the int32 count including this
     update, torch's ``step``). It returns the update (delta) and the new slots.
     Complex leaves are handed over as real views (torch's ``view_as_real``)
     when ``complex_as_real``. Half-precision leaves are computed in float32.
@@ -206,11 +260,12 @@ def per_leaf_optimizer(
     dtype slots are stored in: ``leaf_update`` still computes in the leaf's compute
     dtype, and each new slot is rounded into its buffer's dtype on the way out.
 
-    The loop over the leaves is traced as one program whose repeated scalar
-    equations are merged (:func:`funcopt._src.scalar_work.once_per_step`): what
-    ``leaf_update`` computes from the hyperparameters and the step alone (casts,
-    bias corrections) is computed once per step, however many leaves there are,
-    so a rule is written for one leaf without a cost per leaf for its scalars.
+    ``leaf_update`` is traced once per kind of leaf (:class:`LeafPrograms`), not
+    once per leaf: what it computes from the hyperparameters and the step alone
+    (casts, bias corrections) is computed once per step, however many leaves
+    there are, and each leaf is one call of its kind's compiled array work. So a
+    rule is written for one leaf without a cost per leaf for its scalars, in
+    tracing or in compiling.
 
     Only floating leaves reach ``leaf_update`` and ``leaf_init`` (see
     :func:`funcopt.floating_only`): the others keep no slots and
@@ -236,7 +291,7 @@ def per_leaf_optimizer(
     init_leaf = leaf_init or default_init
 
     def init(params):
-        hp = evaluate_hparams(hparams, jnp.zeros([], jnp.int32))
+        hp = fixed_hparams(hparams, evaluate_hparams(hparams, jnp.zeros([], jnp.int32)))
         leaves, treedef = jax.tree.flatten(params)
         per_leaf = []
         for p in map(jnp.asarray, leaves):
@@ -250,43 +305,44 @@ def per_leaf_optimizer(
         rng = precision.key() if precision is not None and precision.stochastic else None
         return OptimizerState(step=jnp.zeros([], jnp.int32), hparams=hp, slots=slot_trees, rng=rng)
 
+    def one_leaf(g, p, leaf_slots, leaf_keys, hp, step):
+        """The update of one leaf: cast to the compute dtype, ``leaf_update``, cast back and store."""
+        out_dtype = (p if p is not None else g).dtype
+        cdtype = compute_dtype(out_dtype)
+        g_c = g.astype(cdtype)
+        p_c = None if p is None else p.astype(cdtype)
+        s_c = {k: v.astype(compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
+        is_complex = complex_as_real and jnp.issubdtype(cdtype, jnp.complexfloating)
+        if is_complex:
+            g_c, p_c = real_view(g_c), real_view(p_c)
+            s_c = {k: real_view(v) for k, v in s_c.items()}
+            hp_leaf = cast_hparams(hp, jnp.finfo(cdtype).dtype)
+        else:
+            hp_leaf = cast_hparams(hp, cdtype)
+        u, s_new = leaf_update(g_c, p_c, s_c, hp_leaf, step)
+        if is_complex:
+            u = complex_view(u)
+            s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v for k, v in s_new.items()}
+        stored = []
+        for j, k in enumerate(slots):
+            if precision is None:
+                stored.append(s_new[k].astype(leaf_slots[k].dtype))
+            else:
+                stored.append(precision.store(s_new[k], leaf_slots[k].dtype, leaf_keys[j]))
+        return u.astype(out_dtype), stored
+
+    programs = LeafPrograms(one_leaf, slots, name)
+
     def update_leaves(g_leaves, p_leaves, s_leaves, hp, step, keys):
         new_updates, new_slots = [], {k: [] for k in slots}
-        cast_cache: dict[Any, dict[str, Any]] = {}  # the hyperparameters in each compute dtype, cast once
-
-        def hp_in(dtype):
-            if dtype not in cast_cache:
-                cast_cache[dtype] = cast_hparams(hp, dtype)
-            return cast_cache[dtype]
-
+        scalars = programs.scalars(hp, step)
         for i, g in enumerate(g_leaves):
-            g = jnp.asarray(g)
             p = None if p_leaves[i] is None else jnp.asarray(p_leaves[i])
-            ref = p if p is not None else g
-            out_dtype = ref.dtype
-            cdtype = compute_dtype(out_dtype)
-            leaf_slots = {k: s_leaves[k][i] for k in slots}
-            g_c = g.astype(cdtype)
-            p_c = None if p is None else p.astype(cdtype)
-            s_c = {k: v.astype(compute_dtype(v.dtype)) for k, v in leaf_slots.items()}
-            is_complex = complex_as_real and jnp.issubdtype(cdtype, jnp.complexfloating)
-            if is_complex:
-                g_c, p_c = real_view(g_c), real_view(p_c)
-                s_c = {k: real_view(v) for k, v in s_c.items()}
-                hp_leaf = hp_in(jnp.finfo(cdtype).dtype)
-            else:
-                hp_leaf = hp_in(cdtype)
-            u, s_new = leaf_update(g_c, p_c, s_c, dict(hp_leaf), step)
-            if is_complex:
-                u = complex_view(u)
-                s_new = {k: complex_view(v) if jnp.iscomplexobj(leaf_slots[k]) else v
-                         for k, v in s_new.items()}
-            new_updates.append(u.astype(out_dtype))
-            for j, k in enumerate(slots):
-                if precision is None:
-                    new_slots[k].append(s_new[k].astype(leaf_slots[k].dtype))
-                else:
-                    new_slots[k].append(precision.store(s_new[k], leaf_slots[k].dtype, keys[i * len(slots) + j]))
+            leaf_keys = keys[i * len(slots):(i + 1) * len(slots)]
+            u, stored = programs(scalars, jnp.asarray(g), p, [s_leaves[k][i] for k in slots], leaf_keys)
+            new_updates.append(u)
+            for k, v in zip(slots, stored):
+                new_slots[k].append(v)
         return new_updates, new_slots
 
     def update(grads, state, params=None, **extra):
@@ -301,6 +357,9 @@ def per_leaf_optimizer(
             raise ValueError(f"{name}: params must be given to update() with these hyperparameters "
                              "(e.g. a nonzero weight_decay)")
         hp = state.hparams
+        if params is not None and not needs_params and isinstance(hp.get("weight_decay"), FixedHParam):
+            # the parameters enter only the decay term, and there is none: the update never reads them
+            params = None
         if scheduled:
             fresh = evaluate_hparams(hparams, state.step)
             hp = {k: (fresh[k] if has_schedule(hparams[k]) else hp[k]) for k in hparams}
@@ -311,14 +370,105 @@ def per_leaf_optimizer(
         keys = [None] * (len(g_leaves) * len(slots))
         if precision is not None and precision.stochastic:
             keys = precision.update_keys(state.rng, step, len(keys))
-        # Traced as one program whose repeated scalar work (the hyperparameters cast to each leaf's
-        # dtype, bias corrections and other functions of the step) is then done once, not per leaf.
-        new_updates, new_slots = once_per_step(update_leaves)(g_leaves, p_leaves, s_leaves, hp, step, keys)
+        new_updates, new_slots = update_leaves(g_leaves, p_leaves, s_leaves, hp, step, keys)
         updates = treedef.unflatten(new_updates)
         slot_trees = {k: treedef.unflatten(v) for k, v in new_slots.items()}
         return updates, OptimizerState(step=step, hparams=hp, slots=slot_trees, rng=state.rng)
 
     return floating_only(GradientTransformation(init, update))
+
+
+class LeafPrograms:
+    """A per-leaf rule traced once per kind of leaf, its scalar work done once per step.
+
+    ``one_leaf(g, p, slots, keys, hp, step) -> (update, new slot values)`` is traced once for each
+    kind of leaf (the shapes, dtypes and shardings of its arrays, whether it has a parameter) and
+    cut in two (:func:`funcopt._src.scalar_work.split_scalar_work`): the scalar work, which depends
+    only on the hyperparameters and the step (their casts to the leaf's dtype, bias corrections),
+    and the leaf's array work. :meth:`scalars` evaluates the scalar work once per step; each
+    leaf is then one call of its kind's compiled array work (a ``jax.jit`` function, so a program
+    of many leaves holds one call per leaf and one body per kind, and XLA receives no repeated
+    scalar work). Tracing costs one trace per kind of leaf, not one per leaf.
+
+    Hyperparameters held as arrays (traced or not) are inputs of the program; the others (NumPy
+    or Python numbers, :class:`FixedHParam`) are constants the rule can branch on: a weight decay
+    that is a constant 0 skips its term.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt._src.hparams import LeafPrograms
+        >>> def one_leaf(g, p, slots, keys, hp, step):
+        ...     return -hp['lr'] * g / (1 - 0.5 ** step.astype(g.dtype)), []
+        >>> programs = LeafPrograms(one_leaf, (), 'sgd')
+        >>> scalars = programs.scalars({'lr': jnp.array(0.5)}, jnp.array(1))
+        >>> programs(scalars, jnp.ones(2), None, [], [])[0]
+        Array([-1., -1.], dtype=float32)
+    """
+
+    _LIMIT = 256  # kinds of leaf kept traced
+
+    def __init__(self, one_leaf: Callable[..., Any], slots: Sequence[str], name: str) -> None:
+        self.one_leaf, self.slots, self.name = one_leaf, tuple(slots), name
+        self._programs: dict[Any, tuple[Any, Callable[..., Any], Callable[..., Any]]] = {}
+
+    def scalars(self, hp: Mapping[str, Any], step: jax.Array) -> dict[str, Any]:
+        """What a step's leaves share: the hyperparameters split into inputs and constants, each kind's scalar work."""
+        flat, tree = jax.tree.flatten(hp)
+        dynamic = [i for i, x in enumerate(flat) if isinstance(x, jax.Array)]
+        constants = tuple((i, np.asarray(x).dtype.str, np.shape(x), np.asarray(x).tobytes())
+                          for i, x in enumerate(flat) if not isinstance(x, jax.Array))
+        return {"flat": flat, "tree": tree, "dynamic": dynamic, "inputs": [flat[i] for i in dynamic] + [step],
+                "key": (tree, constants, tuple(jax.typeof(x) for x in [flat[i] for i in dynamic] + [step])),
+                "values": {}}
+
+    def __call__(self, shared: dict[str, Any], g: jax.Array, p: jax.Array | None, leaf_slots: list[jax.Array],
+                 leaf_keys: list[jax.Array | None]) -> tuple[jax.Array, list[jax.Array]]:
+        """``(update, new slot values)`` of one leaf."""
+        leaf, leaf_tree = jax.tree.flatten((g, p, leaf_slots, list(leaf_keys)))
+        key = (shared["key"], leaf_tree, tuple(jax.typeof(x) for x in leaf))
+        program = self._programs.get(key)
+        if program is None:
+            program = self._trace(shared, leaf_tree, leaf)
+            if len(self._programs) >= self._LIMIT:
+                self._programs.clear()
+            self._programs[key] = program
+        same, prelude, body = program
+        # the scalar work once per step: kinds of leaf whose scalar work is the same program share it
+        values = shared["values"].get(same)
+        if values is None:
+            values = shared["values"][same] = prelude(*shared["inputs"])
+        outs = body(*values, *leaf)
+        return outs[0], list(outs[1:])
+
+    def _trace(self, shared: dict[str, Any], leaf_tree: Any, leaf: list[jax.Array]) -> tuple[Any, Any]:
+        flat, tree, dynamic = list(shared["flat"]), shared["tree"], shared["dynamic"]
+        n_scalar = len(shared["inputs"])
+
+        def traced(*args):
+            full = list(flat)
+            for i, v in zip(dynamic, args[:n_scalar - 1]):
+                full[i] = v
+            g, p, leaf_slots, leaf_keys = jax.tree.unflatten(leaf_tree, args[n_scalar:])
+            u, stored = self.one_leaf(g, p, dict(zip(self.slots, leaf_slots)), leaf_keys,
+                                      jax.tree.unflatten(tree, full), args[n_scalar - 1])
+            return [u, *stored]
+
+        closed = jax.make_jaxpr(traced)(*shared["inputs"], *leaf)
+        prelude_jaxpr, body_jaxpr = split_scalar_work(closed.jaxpr, n_scalar)
+        consts = list(closed.consts)
+        prelude_fn = jaxpr_as_fun(ClosedJaxpr(prelude_jaxpr, []))
+        body_fn = jaxpr_as_fun(ClosedJaxpr(body_jaxpr, []))
+
+        def prelude(*scalars):
+            return prelude_fn(*consts, *scalars)
+
+        def leaf_work(*args):
+            return body_fn(*args)
+
+        leaf_work.__name__ = leaf_work.__qualname__ = f"{self.name}_leaf"
+        # the printed program names what it computes (with no constants, it computes from the inputs alone)
+        same = str(prelude_jaxpr) if not consts else object()
+        return same, prelude, jax.jit(leaf_work)
 
 
 def _own_buffer(x: jax.Array) -> jax.Array:
@@ -338,7 +488,9 @@ def cast_hparams(hp: Mapping[str, Any], dtype: jnp.dtype) -> dict[str, Any]:
         >>> cast_hparams({'lr': jnp.array(0.5)}, jnp.bfloat16)['lr'].dtype
         dtype(bfloat16)
     """
-    return {k: jax.tree.map(lambda v: v.astype(dtype), v) for k, v in hp.items()}
+    # a FixedHParam is no array: the rule gets its number, a constant it can branch on
+    return {k: v.value if isinstance(v, FixedHParam) else jax.tree.map(lambda v: v.astype(dtype), v)
+            for k, v in hp.items()}
 
 
 def optimizer_states(state: PyTree) -> list[OptimizerState]:
@@ -360,7 +512,8 @@ def get_hparams(state: PyTree) -> dict[str, Any]:
 
     Searches ``state`` (a chain, a partition, or one optimizer's state) for
     hyperparameters; where two parts hold the same name, the first one found
-    wins. A scheduled hyperparameter shows the value used at the last update.
+    wins. A scheduled hyperparameter shows the value used at the last update;
+    a :class:`FixedHParam` (a weight decay built as the number 0), its number.
     A state whose arrays are wrapped in ``nnx.Variable`` (the ``opt_state`` of
     flax's ``nnx.Optimizer``) is read the same way; the values come back as
     plain arrays.
@@ -375,12 +528,20 @@ def get_hparams(state: PyTree) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in optimizer_states(state):
         for k, v in s.hparams.items():
-            out.setdefault(k, strip_variables(v))
+            out.setdefault(k, v.value if isinstance(v, FixedHParam) else strip_variables(v))
     return out
 
 
 def _shaped(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return x if x.shape == shape else x.reshape(shape)  # an eager reshape would compile, even a no-op one
+
+
+def _like_sibling(hp: Mapping[str, Any], x: jax.Array) -> Any:
+    """``x`` wrapped as the state's other scalar hyperparameters are (an ``nnx.Variable`` in flax's ``opt_state``)."""
+    for v in hp.values():
+        if not isinstance(v, FixedHParam) and not isinstance(v, tuple) and len(jax.tree.leaves(v)) == 1:
+            return jax.tree.structure(v).unflatten([x])
+    return x
 
 
 def set_hparams(state: PyTree, **values: Any) -> PyTree:
@@ -391,6 +552,12 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
     dtypes and a jitted step does not retrace. A name held nowhere raises
     ``KeyError``. A hyperparameter that was given as a schedule is recomputed
     from the schedule at the next update, which overrides a value set here.
+
+    A weight decay built as the number 0 is no term of the compiled update
+    (:class:`FixedHParam`): setting another value puts an array in its place,
+    so the next jitted step traces and compiles once, with the decay term;
+    later changes compile nothing. Build with ``weight_decay=jnp.asarray(0.0)``
+    to hold a zero decay as data from the start.
 
     In a state whose arrays are wrapped in ``nnx.Variable`` (the ``opt_state``
     of flax's ``nnx.Optimizer``) the new values come in new Variables of the
@@ -416,6 +583,10 @@ def set_hparams(state: PyTree, **values: Any) -> PyTree:
             if k in hp:
                 found.add(k)
                 old = hp[k]
+                if isinstance(old, FixedHParam):
+                    if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and v == old.value):
+                        hp[k] = _like_sibling(node.hparams, _shaped(hparam_array(v, float_dtype()), ()))
+                    continue
                 try:
                     new = jax.tree.map(lambda o, n: _shaped(hparam_array(n, o.dtype), o.shape),
                                        strip_variables(old), v)

@@ -1,11 +1,14 @@
-"""Scalar work done once per step: the per-leaf loop of an optimizer traced, its repeated scalar equations merged.
+"""Scalar work done once per step, however many leaves a per-leaf rule runs on.
 
 A per-leaf rule recomputes its step-dependent scalars for every leaf (``1 - beta1**t``, ``lr / (1 -
 beta1**t)``, the hyperparameters cast to the leaf's dtype...). On thousands of leaves that is thousands of
 identical scalar equations, which XLA has to compile and merge again (and which cost as much compile time
-as the leaves' own arithmetic). :func:`once_per_step` traces the loop, keeps the first of each set of
-identical scalar equations, and evaluates the result: the program that reaches XLA does the scalar work
-once, whatever the rule, so no optimizer has to split its formula in two to get there.
+as the leaves' own arithmetic). :func:`split_scalar_work` cuts a rule traced for one leaf into its scalar
+work and its array work, so the scalar work is evaluated once per step and the array work once per leaf
+(how the per-leaf optimizers run, :class:`funcopt._src.hparams.LeafPrograms`); :func:`once_per_step`
+instead traces a whole loop and keeps the first of each set of identical scalar equations. Either way
+the program that reaches XLA does the scalar work once, whatever the rule, so no optimizer has to split
+its formula in two to get there.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, Literal, jaxpr_as_fun
+from jax.extend.core import ClosedJaxpr, DebugInfo, DropVar, Jaxpr, Literal, jaxpr_as_fun
 
 
 def _atom_key(v: Any) -> Any:
@@ -112,3 +115,55 @@ def once_per_step(fn: Callable[..., Any]) -> Callable[..., Any]:
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return run
+
+
+def split_scalar_work(jaxpr: Jaxpr, scalar_inputs: int) -> tuple[Jaxpr, Jaxpr]:
+    """``jaxpr`` cut in two: a prelude of its scalar work and a body of the rest.
+
+    The first ``scalar_inputs`` inputs of ``jaxpr`` (and its constants) are the values the
+    scalar work depends on (hyperparameters, the step); the others are a leaf's arrays. The
+    prelude takes the constants, then those inputs, and computes every effect-free equation
+    with 0-d outputs that depends on nothing else; it returns the values the body needs. The
+    body takes those values, then the remaining inputs, and returns ``jaxpr``'s outputs. So
+    ``body(*prelude(*consts, *scalars), *arrays) == jaxpr(*scalars, *arrays)`` and the prelude,
+    which does not depend on the leaf, can be evaluated once for many leaves.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jax.extend.core import jaxpr_as_fun, ClosedJaxpr
+        >>> from funcopt._src.scalar_work import split_scalar_work
+        >>> closed = jax.make_jaxpr(lambda s, x: x * (1 - s**2))(jnp.float32(0.5), jnp.ones(2))
+        >>> prelude, body = split_scalar_work(closed.jaxpr, 1)
+        >>> len(prelude.eqns), len(body.eqns)
+        (2, 1)
+        >>> scalars = jaxpr_as_fun(ClosedJaxpr(prelude, []))(jnp.float32(0.5))
+        >>> jaxpr_as_fun(ClosedJaxpr(body, []))(*scalars, jnp.ones(2))[0]
+        Array([0.75, 0.75], dtype=float32)
+    """
+    known = set(jaxpr.constvars) | set(jaxpr.invars[:scalar_inputs])
+    prelude_eqns, body_eqns = [], []
+    for eqn in jaxpr.eqns:
+        scalar = (not eqn.effects and all(getattr(v.aval, "shape", None) == () for v in eqn.outvars)
+                  and all(isinstance(v, Literal) or v in known for v in eqn.invars))
+        if scalar:
+            prelude_eqns.append(eqn)
+            known.update(v for v in eqn.outvars if not isinstance(v, DropVar))
+        else:
+            body_eqns.append(eqn)
+    needed: list[Any] = []
+    seen: set[Any] = set()
+    for v in [v for e in body_eqns for v in e.invars] + list(jaxpr.outvars):
+        if not isinstance(v, Literal) and v in known and v not in seen:
+            seen.add(v)
+            needed.append(v)
+    prelude_in = list(jaxpr.constvars) + list(jaxpr.invars[:scalar_inputs])
+    body_in = needed + list(jaxpr.invars[scalar_inputs:])
+    prelude = Jaxpr(constvars=[], invars=prelude_in, outvars=needed, eqns=prelude_eqns,
+                    debug_info=_debug_info("scalar_work", len(prelude_in), len(needed)))
+    body = Jaxpr(constvars=[], invars=body_in, outvars=list(jaxpr.outvars), eqns=body_eqns, effects=jaxpr.effects,
+                 debug_info=_debug_info("leaf_work", len(body_in), len(jaxpr.outvars)))
+    return prelude, body
+
+
+def _debug_info(name: str, args: int, results: int) -> DebugInfo:
+    return DebugInfo("jit", name, tuple(f"x{i}" for i in range(args)), tuple(f"r{i}" for i in range(results)))

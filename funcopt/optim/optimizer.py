@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.base import GradientTransformation, PyTree, apply_updates
-from funcopt._src.hparams import is_static_zero, optimizer_states, set_hparams
+from funcopt._src.hparams import held_as_data, is_static_zero, optimizer_states, set_hparams
 from funcopt._src.native import native_error
 from funcopt._src.tree import path_name
 from funcopt.optim import _fused, _model, _params, _skip, _state_dict, _state_tree, guard
@@ -214,7 +214,9 @@ class Optimizer(HookRegistry):
 
     def _build_tx(self, hp: Mapping[str, Any]) -> GradientTransformation:
         kwargs = {k: hp[k] for k in self._factory_params if k in hp}
-        return self._factory_fn(**kwargs)
+        # a weight decay stays data even at 0: the step compiles its own zero-decay variant (see
+        # _compiled_step), so that setting it later in param_groups compiles nothing
+        return self._factory_fn(**held_as_data(kwargs))
 
     @staticmethod
     def _normalize_params(params: Any) -> list[dict[str, Any]]:

@@ -53,8 +53,8 @@ def decay_and_moments(g: jax.Array, p: jax.Array | None, slots: Mapping[str, jax
     r"""The start of torch's Adam, AdamW, NAdam and RAdam: the decay, then both moments.
 
     With ``decoupled`` the weights decay directly (the returned ``decay`` is
-    :math:`-\gamma\lambda\theta`; None without params, and without ``decoupled``:
-    see :func:`with_decay`), else the gradient gets the
+    :math:`-\gamma\lambda\theta`; None without params, with a constant zero
+    :math:`\lambda`, and without ``decoupled``: see :func:`with_decay`), else the gradient gets the
     L2 term :math:`\lambda\theta`. Then, with :math:`g` the resulting gradient,
 
     .. math::
@@ -81,7 +81,7 @@ def decay_and_moments(g: jax.Array, p: jax.Array | None, slots: Mapping[str, jax
     g = signed(g, maximize)
     decay = None  # no array of zeros to add: one op less per leaf
     if decoupled:
-        if p is not None:
+        if p is not None and not is_static_zero(hp["weight_decay"]):
             decay = -hp["lr"] * hp["weight_decay"] * p
     else:
         g = l2(g, p, hp["weight_decay"])

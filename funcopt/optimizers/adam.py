@@ -59,7 +59,10 @@ def adam(
         lr: learning rate :math:`\gamma`.
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
         eps: :math:`\epsilon`, added outside the square root.
-        weight_decay: :math:`\lambda` (needs ``params`` in ``update``).
+        weight_decay: :math:`\lambda` (needs ``params`` in ``update``). The number 0
+            (the default) is no term: the update does not read the parameters, as
+            ``optax.adam``; ``fo.set_hparams`` can still turn it on (one more compile).
+            An array, even 0, is held as data.
         amsgrad: use the running maximum of :math:`v_t` (AMSGrad).
         maximize: maximize the objective instead of minimizing.
         decoupled_weight_decay: decay the weights directly (AdamW) instead of

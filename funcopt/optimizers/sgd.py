@@ -44,7 +44,8 @@ def sgd(
         lr: learning rate :math:`\gamma`.
         momentum: momentum factor :math:`\mu`.
         dampening: dampening :math:`\tau` of the momentum.
-        weight_decay: L2 penalty :math:`\lambda` (needs ``params`` in ``update``).
+        weight_decay: L2 penalty :math:`\lambda` (needs ``params`` in ``update``). The number 0
+            (the default) is no term, as in :func:`funcopt.adam`.
         nesterov: use Nesterov momentum (needs momentum and zero dampening).
         maximize: maximize the objective instead of minimizing.
         mu_dtype: dtype of ``momentum_buffer`` (default: the parameter's).
@@ -81,7 +82,11 @@ def sgd(
         new_slots = {}
         if has_momentum:
             mu = hp["momentum"]
-            buf = jnp.where(step == 1, g, mu * slots["momentum_buffer"] + (1 - hp["dampening"]) * g)
+            if is_static_zero(hp["dampening"]):
+                # the buffer starts at zeros: mu * 0 + g is torch's first step (buf = g), with no select
+                buf = mu * slots["momentum_buffer"] + g
+            else:
+                buf = jnp.where(step == 1, g, mu * slots["momentum_buffer"] + (1 - hp["dampening"]) * g)
             new_slots["momentum_buffer"] = buf
             g = g + mu * buf if nesterov else buf
         return -hp["lr"] * g, new_slots

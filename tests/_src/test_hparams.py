@@ -35,7 +35,7 @@ def test_set_hparams_reaches_every_part_of_a_chain():
 
 
 def test_changing_lr_100_times_does_not_retrace():
-    tx = fo.adam(lr=1e-3)
+    tx = fo.adam(lr=1e-3, weight_decay=jnp.asarray(0.0))  # an array: the decay is data (a number 0 is no term)
     params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
 
     @jax.jit
