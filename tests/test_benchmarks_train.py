@@ -40,6 +40,7 @@ def test_train_table_gives_ratios_to_optax_and_the_targets(train_rows):
     assert f"| {ours['step_ms'] / ref:.2f} |" in text
     assert "| tiny: functional per leaf step <= 1.0x optax |" in text
     assert "| tiny: stateful backward + step <= 1.1x optax's train step |" in text
+    assert "| tiny: packed train step <= 1.0x optax's train step |" in text
     broken = [dict(train_rows[0]), {"contender": "funcopt-train", "workload": "tiny", "error": "boom"}]
     assert "| tiny | | | funcopt-train | error: boom |" in "\n".join(run.train_table(broken))
 
