@@ -7,7 +7,8 @@ these helpers are the only place tests read an optimizer's private fields, so th
 engine is one edit here:
 
 * the storage layout: an elementwise optimizer packs each dtype of a group into one flat buffer, which
-  parameters, gradients and state share (``storage``, ``is_packed``, ``group_state``);
+  parameters, gradients and state share (``storage``, ``is_packed``, ``group_state``), and that a step
+  updates it in place (``assert_step_writes_in_place``);
 * the compiled step and backward, whose HLO the performance guards count ops and fusions of
   (``step_hlo``, ``lowered_backward``) and whose weight-decay variant they check (``step_variant``);
 * whether a group runs a native fused kernel (``runs_native``), and how often the compiled step runs
@@ -46,6 +47,20 @@ def group_state(opt: Any, group: int = 0) -> Any:
 def group_names(opt: Any, group: int = 0) -> list[str]:
     """The parameter names of group ``group``, in the order of its state's leaves."""
     return opt._groups[group].names
+
+
+def assert_step_writes_in_place(opt: Any, slots: list[str], buffer: int = 0) -> None:
+    """One ``opt.step()`` donates buffer ``buffer``'s parameters and state ``slots`` and writes them in place."""
+
+    def buffers() -> list[jax.Array]:
+        state = opt._groups[0].state
+        return [opt._groups[0].params[buffer], *(state.slots[k][buffer] for k in slots)]
+
+    old = buffers()
+    pointers = [x.unsafe_buffer_pointer() for x in old]
+    opt.step()
+    assert all(x.is_deleted() for x in old)  # donated
+    assert [x.unsafe_buffer_pointer() for x in buffers()] == pointers  # and written in place
 
 
 def runs_native(opt: Any, group: int = 0) -> bool:

@@ -93,15 +93,7 @@ def test_fused_step_is_one_native_call_per_buffer_in_place():
         mixed.zero_grad(set_to_none=False)
         text = _compiled_text(mixed)
         assert text.count("funcopt_fused_sgd_f32") == 1 and text.count("funcopt_fused_sgd_f64") == 1
-    def buffers():
-        return [internals.storage(opt)[0], internals.group_state(opt).slots["momentum_buffer"][0]]
-
-    old = buffers()
-    pointers = [x.unsafe_buffer_pointer() for x in old]
-    opt.step()
-    new = buffers()
-    assert all(x.is_deleted() for x in old)  # donated
-    assert [x.unsafe_buffer_pointer() for x in new] == pointers  # and written in place
+    internals.assert_step_writes_in_place(opt, ["momentum_buffer"])
 
 
 def test_hyperparameter_edits_do_not_compile_and_fused_can_be_switched(compiles):

@@ -12,9 +12,11 @@
 // step's scalars. The results alias the parameter and state arguments (the step runs in place).
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 
 #include "xla/ffi/api/ffi.h"
@@ -25,25 +27,37 @@ namespace {
 
 constexpr int64_t kMinPerThread = 1 << 16;
 
-// Runs range(lo, hi) over [0, n) in contiguous chunks, one per thread of XLA's intra-op pool
-// (this thread takes the first), and returns when all are done.
+// Runs range(lo, hi) over [0, n) in contiguous chunks, about one per thread of XLA's intra-op pool,
+// and returns when all are done. Chunks are claimed from a counter, and this thread claims them
+// too: it never waits for a task the pool has not started. XLA runs independent custom calls (one
+// per large parameter kept in its own buffer) on the same pool at once; had each waited for pool
+// tasks of its own while holding a pool thread, they could all wait for each other. A task that
+// starts after every chunk is claimed finds nothing to do and only touches the shared counters.
 template <typename Range>
 void ParallelFor(ffi::ThreadPool& pool, int64_t n, const Range& range) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n / kMinPerThread));
-  const int64_t chunk = (n + threads - 1) / threads;
-  std::mutex mu;
-  std::condition_variable done;
-  int64_t pending = threads - 1;
-  for (int64_t t = 1; t < threads; ++t) {
-    pool.Schedule([&, t] {
-      range(t * chunk, std::min(n, (t + 1) * chunk));
-      std::lock_guard<std::mutex> lock(mu);
-      if (--pending == 0) done.notify_one();
-    });
-  }
-  range(0, std::min(n, chunk));
-  std::unique_lock<std::mutex> lock(mu);
-  done.wait(lock, [&] { return pending == 0; });
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n / kMinPerThread));
+  const int64_t chunk = (n + parts - 1) / parts;
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::mutex mu;
+    std::condition_variable done;
+    int64_t finished = 0;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto work = [shared, parts, chunk, n, &range] {
+    int64_t here = 0;
+    for (int64_t c; (c = shared->next.fetch_add(1)) < parts; ++here) {
+      range(c * chunk, std::min(n, (c + 1) * chunk));
+    }
+    if (here == 0) return;
+    std::lock_guard<std::mutex> lock(shared->mu);
+    shared->finished += here;
+    if (shared->finished == parts) shared->done.notify_one();
+  };
+  for (int64_t t = 1; t < parts; ++t) pool.Schedule([work] { work(); });
+  work();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->done.wait(lock, [&] { return shared->finished == parts; });
 }
 
 // The result buffer of an in-place argument: the same memory when XLA could donate it, else a copy.
