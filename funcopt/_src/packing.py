@@ -327,9 +327,15 @@ def pack(tree: Any, *, max_packed_size: int | None = MAX_PACKED_SIZE) -> Packed:
 
     Args:
         tree: any pytree (dicts, lists, flax nnx state, equinox modules...).
+        max_packed_size: the largest leaf, in elements, that goes into a
+            shared buffer (a non-negative int), or None to pack every leaf.
 
     Returns:
         A :class:`Packed`.
+
+    Raises:
+        TypeError: ``max_packed_size`` is not an int or None.
+        ValueError: ``max_packed_size`` is negative.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -353,6 +359,11 @@ def pack(tree: Any, *, max_packed_size: int | None = MAX_PACKED_SIZE) -> Packed:
         >>> [x.shape for x in fo.pack(tree, max_packed_size=None).buffers]
         [(20110,)]
     """
+    if max_packed_size is not None:
+        if isinstance(max_packed_size, bool) or not isinstance(max_packed_size, (int, np.integer)):
+            raise TypeError(f"max_packed_size must be an int or None, got {type(max_packed_size).__name__}")
+        if max_packed_size < 0:
+            raise ValueError(f"max_packed_size must be non-negative, got {max_packed_size}")
     if isinstance(tree, Packed):
         raise TypeError("fo.pack: this tree is already a Packed")
     leaves, treedef = jax.tree.flatten(tree)

@@ -277,3 +277,9 @@ def test_device_put_of_a_packed_with_a_sharding_on_eight_cpu_devices():
     out = subprocess.run([sys.executable, "-c", _SHARDING_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=300, check=False)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("bad, error", [("16", TypeError), (2.5, TypeError), (True, TypeError), (-1, ValueError)])
+def test_pack_refuses_a_bad_max_packed_size(bad, error):
+    with pytest.raises(error, match="max_packed_size"):
+        fo.pack({"w": jnp.ones(3)}, max_packed_size=bad)
