@@ -121,6 +121,18 @@ def _torch_adam_steps(weight_decays, lr=0.1):
     return out
 
 
+def _traced_step(tx):
+    """A jitted update + apply of ``tx``, and the list that gains an entry each time it is traced."""
+    traces = []
+
+    @jax.jit
+    def step(p, s, g):
+        traces.append(1)
+        return _step(tx, fo.apply_updates)(p, s, g)
+
+    return step, traces
+
+
 def test_set_hparams_turns_a_fixed_zero_decay_on_with_one_compile():
     # torch's param_groups['weight_decay'] may change at any step: so may a decay built as the number 0,
     # at the cost of one compile (the decay term enters the program); later changes compile nothing
@@ -128,12 +140,7 @@ def test_set_hparams_turns_a_fixed_zero_decay_on_with_one_compile():
     tx = fo.adam(lr=0.1)
     params = jnp.array([1.0, -2.0, 3.0])
     state = tx.init(params)
-    traces = []
-
-    @jax.jit
-    def step(p, s, g):
-        traces.append(1)
-        return _step(tx, fo.apply_updates)(p, s, g)
+    step, traces = _traced_step(tx)
 
     seen = []
     for i, wd in enumerate(weight_decays):
@@ -148,12 +155,7 @@ def test_an_array_decay_changes_without_compiling():
     tx = fo.adam(lr=0.1, weight_decay=jnp.asarray(0.0))
     params = jnp.array([1.0, -2.0, 3.0])
     state = tx.init(params)
-    traces = []
-
-    @jax.jit
-    def step(p, s, g):
-        traces.append(1)
-        return _step(tx, fo.apply_updates)(p, s, g)
+    step, traces = _traced_step(tx)
 
     for wd in [0.0, 0.5, 0.0]:
         params, state = step(params, fo.set_hparams(state, weight_decay=wd), jnp.ones(3))
