@@ -650,8 +650,9 @@ class Optimizer(HookRegistry):
         """The accumulated gradients as stored: one list of arrays per group, or None when cleared.
 
         Each group keeps its parameters and gradients in the same storage: for an
-        elementwise optimizer one flat buffer per dtype for the small leaves and the
-        large ones as they are, else one array per parameter.
+        elementwise optimizer one flat buffer per dtype for the small leaves and each
+        large one as an array of its own (without its unit dimensions: a ``(64, 256, 1, 1)``
+        kernel is stored ``(64, 256)``), else one array per parameter.
         A utility that rewrites every gradient (:func:`funcopt.optim.clip_grad_norm_`,
         a loss scaler's unscale) maps a function over this storage in one jitted call,
         whatever the layout, and hands the result to :meth:`set_grad_storage`.
