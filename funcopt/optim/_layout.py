@@ -117,7 +117,7 @@ class Layout:
             self._offsets, self._offsets_for = offsets, devices
         return self._offsets
 
-    def unpack_for_grad(self, storage: Sequence[Any]) -> list[Any]:
+    def unpack_for_grad(self, storage: Sequence[Any], offsets: Sequence[Any] | None = None) -> list[Any]:
         """Storage to leaves inside a differentiated function: :meth:`unpack` with a gradient linear in the leaves.
 
         Each buffer is cut by one ``lax.split``: the forward pass is the same slices,
@@ -125,10 +125,42 @@ class Layout:
         ``lax.slice``'s transpose pads its cotangent to the whole buffer (a gradient
         in leaves x buffer size). Outside ``jit`` a split of many leaves compiles for
         seconds where eager slices are immediate, hence two methods.
+
+        With ``offsets`` (:meth:`grad_offsets`, traced arguments of the jitted
+        function) each packed leaf is a slice at a runtime offset instead, with the
+        same concatenate as its transpose. The numbers are the same; the compile is
+        shorter: XLA:CPU compiles one kernel per distinct fused computation, and a
+        slice at a constant offset makes every leaf's computations distinct, where
+        leaves of one shape at runtime offsets share their kernels (as the leaves of a
+        per-leaf program do). Measured: a loss over 100 leaves of 256 floats compiled
+        in 4.7 s through a split, 0.3 s through runtime offsets.
         """
         if not self.flat:
             return list(storage)
-        return [_shaped(x, shape) for x, shape in zip(split_leaves(self._flat_layout, storage), self.shapes)]
+        if offsets is None:
+            return [_shaped(x, shape) for x, shape in zip(split_leaves(self._flat_layout, storage), self.shapes)]
+        out: list[Any] = [None] * len(self.shapes)
+        for b, members in enumerate(self.members):
+            if self.kept[b]:
+                out[members[0]] = _shaped(storage[b], self.shapes[members[0]])
+                continue
+            parts = _cut(storage[b], tuple(offsets[i] for i in members), tuple(self.where[i][2] for i in members))
+            for i, part in zip(members, parts):
+                out[i] = part.reshape(self.shapes[i])
+        return out
+
+    def grad_offsets(self, storage: Sequence[Any]) -> list[Any] | None:
+        """The ``offsets`` of :meth:`unpack_for_grad` for this storage (device scalars), or None for a split.
+
+        None when the layout is not packed or a buffer has no offsets placed on its device
+        (see :meth:`_device_offsets`); then :meth:`unpack_for_grad` splits.
+        """
+        if not self.flat or all(self.kept):
+            return None
+        offsets = self._device_offsets(storage)
+        if any(offsets[i] is None for b, members in enumerate(self.members) if not self.kept[b] for i in members):
+            return None
+        return offsets
 
     def unpack_host(self, storage: Sequence[Any]) -> list[np.ndarray]:
         """Storage to per-leaf NumPy copies; a 0-d storage entry (a per-buffer scalar) goes to every leaf."""
@@ -161,6 +193,28 @@ class Layout:
         b = self.where[i][0]
         spec = storage_spec[b]
         return (() if len(spec.shape) == 0 else self.shapes[i]), spec.dtype
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cut(buffer: Any, offsets: tuple[Any, ...], sizes: tuple[int, ...]) -> list[Any]:
+    """``buffer`` cut into consecutive pieces of ``sizes`` starting at the traced ``offsets``.
+
+    The offsets must be the pieces' places in the buffer (0, sizes[0], ...): the transpose
+    concatenates the pieces' cotangents in order, as a split's does.
+    """
+    return [jax.lax.dynamic_slice_in_dim(buffer, o, n) for o, n in zip(offsets, sizes)]
+
+
+def _cut_fwd(buffer: Any, offsets: tuple[Any, ...], sizes: tuple[int, ...]) -> tuple[list[Any], Any]:
+    return _cut(buffer, offsets, sizes), offsets
+
+
+def _cut_bwd(sizes: tuple[int, ...], offsets: tuple[Any, ...], cotangents: list[Any]) -> tuple[Any, Any]:
+    whole = jnp.concatenate(cotangents) if len(cotangents) > 1 else cotangents[0]
+    return whole, tuple(np.zeros(np.shape(o), jax.dtypes.float0) for o in offsets)
+
+
+_cut.defvjp(_cut_fwd, _cut_bwd)
 
 
 def _shaped(x: Any, shape: tuple[int, ...]) -> Any:

@@ -534,10 +534,10 @@ def _hashable(x: Any) -> Any:
         return ("id", id(x))
 
 
-def make_backward(model: Model, values_of: Callable[[Any], dict[int, Any]],
+def make_backward(model: Model, values_of: Callable[[Any, Any], dict[int, Any]],
                   args_of: Callable[[Any], tuple[Any, Any]], loss_fn: Callable[..., Any],
                   has_aux: bool) -> Callable[..., Any]:
-    """The jitted ``(params, grads, dynamic, rest) -> (out, grads, rest)`` of a model's backward.
+    """The jitted ``(params, grads, dynamic, rest, offsets) -> (out, grads, rest)`` of a model's backward.
 
     ``loss_fn`` gets the model as the user built it, rebuilt from the traced trainable
     leaves and carried rest; only the trainable leaves are differentiated. For nnx,
@@ -547,16 +547,16 @@ def make_backward(model: Model, values_of: Callable[[Any], dict[int, Any]],
     """
     read_rest = model.rest_reader()
 
-    def objective(params, rest, dynamic):
+    def objective(params, rest, dynamic, offsets):
         args, kwargs = args_of(dynamic)
-        m = model.rebuild(values_of(params), rest)
+        m = model.rebuild(values_of(params, offsets), rest)
         out = loss_fn(m, *args, **kwargs)
         new_rest = read_rest(m)
         loss = out[0] if has_aux else out
         return loss, (out, new_rest)
 
-    def run(params, grads, dynamic, rest):
-        (_, (out, new_rest)), new = jax.value_and_grad(objective, has_aux=True)(params, rest, dynamic)
+    def run(params, grads, dynamic, rest, offsets):
+        (_, (out, new_rest)), new = jax.value_and_grad(objective, has_aux=True)(params, rest, dynamic, offsets)
         if grads is not None:
             new = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, new)
         return out, new, new_rest

@@ -414,12 +414,16 @@ class Optimizer(HookRegistry):
 
     # ------------------------------------------------------------------ views
 
-    def _tree_of(self, storage: list[list[jax.Array]], for_grad: bool = False) -> Any:
-        """The user-facing pytree of per-group storage (works on tracers inside jit; see Layout.unpack_for_grad)."""
+    def _tree_of(self, storage: list[list[jax.Array]], for_grad: bool = False, offsets: Any = None) -> Any:
+        """The user-facing pytree of per-group storage (works on tracers inside jit; see Layout.unpack_for_grad).
+
+        ``offsets`` (with ``for_grad``): per group, :meth:`Layout.grad_offsets` traced, or None.
+        """
         if self._model is not None:
-            return self._model.view(self._by_position(storage, for_grad))
-        leaves_per_group = [g.layout.unpack_for_grad(s) if for_grad else g.layout.unpack(s)
-                            for g, s in zip(self._groups, storage)]
+            return self._model.view(self._by_position(storage, for_grad, offsets))
+        offsets = [None] * len(self._groups) if offsets is None else offsets
+        leaves_per_group = [g.layout.unpack_for_grad(s, o) if for_grad else g.layout.unpack(s)
+                            for g, s, o in zip(self._groups, storage, offsets)]
         if self._one_tree is not None:
             return _merge_groups(self._one_tree, self._groups, leaves_per_group)
         trees = [g.treedef.unflatten(leaves) for g, leaves in zip(self._groups, leaves_per_group)]
@@ -579,11 +583,12 @@ class Optimizer(HookRegistry):
             raise TypeError("backward(): arguments that are not arrays must be hashable; pass data as arrays") from None
         params = [g.params for g in self._groups]
         grads = None if any(g.grads is None for g in self._groups) else [g.grads for g in self._groups]
+        offsets = self._grad_offsets(params)
         if self._model is not None:
-            out, new_grads, rest = fn(params, grads, dynamic, self._model.rest())
+            out, new_grads, rest = fn(params, grads, dynamic, self._model.rest(), offsets)
             self._model.set_rest(rest)
         else:
-            out, new_grads = fn(params, grads, dynamic)
+            out, new_grads = fn(params, grads, dynamic, offsets)
         for g, leaves in zip(self._groups, new_grads):
             g.grads = leaves
         return out
@@ -594,19 +599,19 @@ class Optimizer(HookRegistry):
             def args_of(dynamic):
                 return join_args(args_def, dynamic, static)
 
-            return _model.make_backward(self._model, lambda st: self._by_position(st, for_grad=True), args_of,
-                                        loss_fn, has_aux)
+            return _model.make_backward(self._model, lambda st, offsets: self._by_position(st, True, offsets),
+                                        args_of, loss_fn, has_aux)
 
-        def objective(params, dynamic):
+        def objective(params, dynamic, offsets):
             args, kwargs = join_args(args_def, dynamic, static)
-            out = loss_fn(self._tree_of(params, for_grad=True), *args, **kwargs)
+            out = loss_fn(self._tree_of(params, for_grad=True, offsets=offsets), *args, **kwargs)
             if has_aux:
                 loss, aux = out
                 return loss, (loss, aux)
             return out, out
 
-        def run(params, grads, dynamic):
-            (_, out), new = jax.value_and_grad(objective, has_aux=True)(params, dynamic)
+        def run(params, grads, dynamic, offsets):
+            (_, out), new = jax.value_and_grad(objective, has_aux=True)(params, dynamic, offsets)
             # torch's p.grad of a complex parameter is the conjugate of what jax.grad returns
             new = jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, new)
             if grads is not None:
@@ -967,10 +972,16 @@ class Optimizer(HookRegistry):
         self.params = self._model.view({i: given.leaves[i] for i in self._model.trainable()})  # validates first
         self._model.replace_rest(model)
 
-    def _by_position(self, storage: list[list[jax.Array]], for_grad: bool = False) -> dict[int, Any]:
+    def _by_position(self, storage: list[list[jax.Array]], for_grad: bool = False,
+                     offsets: Any = None) -> dict[int, Any]:
         """Each group's leaves (unpacked from ``storage``) by their place in the model."""
-        return {i: leaf for g, st, positions in zip(self._groups, storage, self._model.positions)
-                for i, leaf in zip(positions, g.layout.unpack_for_grad(st) if for_grad else g.layout.unpack(st))}
+        offsets = [None] * len(self._groups) if offsets is None else offsets
+        return {i: leaf for g, st, o, positions in zip(self._groups, storage, offsets, self._model.positions)
+                for i, leaf in zip(positions, g.layout.unpack_for_grad(st, o) if for_grad else g.layout.unpack(st))}
+
+    def _grad_offsets(self, storage: list[list[jax.Array]]) -> list[Any]:
+        """Per group, the traced offsets ``backward`` cuts its packed buffers at (see Layout.unpack_for_grad)."""
+        return [g.layout.grad_offsets(st) for g, st in zip(self._groups, storage)]
 
     def _model_group(self, param_group: Mapping[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """A group dict cut from the optimizer's model as a plain group (arrays and names) and its places."""

@@ -89,9 +89,10 @@ def lowered_backward(opt: Any, loss_fn: Any, *args: Any) -> Any:
     leaves, args_def = jax.tree.flatten((args, {}))
     fn = opt._make_backward(loss_fn, False, args_def, (None,) * len(leaves))
     params = [g.params for g in opt._groups]
+    offsets = opt._grad_offsets(params)
     if opt._model is not None:
-        return fn.lower(params, None, list(leaves), opt._model.rest())
-    return fn.lower(params, None, list(leaves))
+        return fn.lower(params, None, list(leaves), opt._model.rest(), offsets)
+    return fn.lower(params, None, list(leaves), offsets)
 
 
 def count_step_calls(opt: Any) -> list[bool]:

@@ -1,4 +1,6 @@
-"""A large leaf with unit dimensions (a 1x1 convolution kernel) is stored without them.
+"""How ``backward``'s program reads the storage: copy-free gradients and kernels shared between leaves.
+
+A large leaf with unit dimensions (a 1x1 convolution kernel) is stored without them.
 
 A loss that reshapes a ``(out, in, 1, 1)`` kernel to a matrix gets its gradient from a matrix product;
 written back in the 4-D shape as the output of ``backward``'s program, XLA:CPU adds a whole copy of that
@@ -6,6 +8,11 @@ gradient (a layout change between two layouts of the same bytes). Stored as ``(o
 the product's output itself. These tests guard that design through the compiled program (no copy of a
 gradient) and check that nothing the user sees changes: the leaf views, gradients, state_dict and the
 numbers of a per-leaf optimizer.
+
+The packed leaves are cut from their buffer at offsets given to the program as arguments, so that the
+computations of leaves of one shape are the same and XLA:CPU compiles one kernel for all of them (as for the
+leaves of a per-leaf program); at constant offsets each leaf's computations were distinct kernels, a compile
+time growing with the leaves at tens of milliseconds each.
 """
 
 import re
@@ -91,3 +98,33 @@ def test_same_numbers_as_per_leaf_storage(limit8):
         opt.backward(_loss, X)
         opt.step()
     jax.tree.map(np.testing.assert_array_equal, fresh.state_dict()["state"], a.state_dict()["state"])
+
+
+def _distinct_kernels(text: str) -> int:
+    """How many different fused computations the program calls, up to names (what XLA:CPU compiles)."""
+    entry = text[text.index("ENTRY"):]
+    called = set(re.findall(r"calls=(%?[\w.\-]+)", entry))
+    bodies = set()
+    for m in re.finditer(r"\n(%?[\w.\-]+) \((.*?)\) -> (.*?) \{\n(.*?)\n\}", text, re.S):
+        if m.group(1) in called:
+            body = re.sub(r"%[\w.\-]+", "%v", re.sub(r", metadata=\{[^}]*\}", "", m.group(4)))
+            bodies.add((re.sub(r"[\w.\-]+:", "", m.group(2)), m.group(3), body))
+    return len(bodies)
+
+
+def test_backward_kernels_do_not_grow_with_same_shape_leaves():
+    """20 or 40 packed leaves of one shape: the same few distinct kernels (a constant offset each: 23 and 43)."""
+    def loss(p, x):
+        return sum(jnp.mean(jnp.tanh(x * v) ** 2) for v in jax.tree.leaves(p))
+
+    counts = []
+    for n in (20, 40):
+        opt = fo.optim.Adam({f"l{i:03d}": jnp.full((16,), 0.5 + i) for i in range(n)}, lr=0.1)
+        assert internals.is_packed(opt)
+        counts.append(_distinct_kernels(internals.lowered_backward(opt, loss, jnp.ones(16)).compile().as_text()))
+        # and the gradients are the leaves' own (d/dv of mean(tanh(v) ** 2))
+        opt.backward(loss, jnp.ones(16))
+        v = 0.5 + np.arange(n, dtype=np.float32)[:, None] * np.ones(16, np.float32)
+        want = 2 * np.tanh(v) * (1 - np.tanh(v) ** 2) / 16
+        np.testing.assert_allclose(np.stack([opt.grad[f"l{i:03d}"] for i in range(n)]), want, rtol=1e-5, atol=1e-7)
+    assert counts[0] == counts[1] <= 6, counts
