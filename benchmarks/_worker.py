@@ -22,6 +22,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the funcopt of this checkout, not whichever one the environment has installed
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from workloads import TRAIN_WORKLOADS, WORKLOADS, matmul_loss  # noqa: E402
 
 HP = {"adam": dict(lr=1e-3), "adamw": dict(lr=1e-3, weight_decay=1e-2), "sgd": dict(lr=1e-3, momentum=0.9)}
