@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from funcopt._src.hparams import check_hparam, is_static_zero
@@ -32,6 +33,86 @@ def check_betas(betas: Any, same_kind: bool = False) -> None:
     arrays = [isinstance(b, (jax.Array, np.ndarray)) for b in betas]
     if same_kind and arrays[0] != arrays[1]:
         raise ValueError("betas must be either both floats or both Tensors (here: both numbers or both arrays)")
+
+
+def check_adam_hparams(lr: Any, betas: Any, eps: Any, weight_decay: Any, *, same_kind: bool = False) -> None:
+    """The Adam family's argument checks in torch's order (lr, eps, betas, weight_decay), written once for all of it.
+
+    ``same_kind`` is :func:`check_betas`' (torch.optim.Adam's rule).
+
+    Example:
+        >>> from funcopt.optimizers._common import check_adam_hparams
+        >>> check_adam_hparams(1e-3, (0.9, 1.0), 1e-8, 0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: Invalid beta parameter at index 1: 1.0
+    """
+    check_lr(lr)
+    check_eps(eps)
+    check_betas(betas, same_kind=same_kind)
+    check_weight_decay(weight_decay)
+
+
+def adam_hparams(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> dict[str, Any]:
+    """The Adam family's hyperparameters as its state holds them (``betas`` a tuple), one layout for all of it.
+
+    Example:
+        >>> from funcopt.optimizers._common import adam_hparams
+        >>> adam_hparams(0.1, [0.9, 0.999], 1e-8, 0.0)
+        {'lr': 0.1, 'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0}
+    """
+    return {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+
+
+def ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
+    r"""The running average :math:`\beta a + (1 - \beta) x` in the product form, one spelling for every optimizer.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import ema
+        >>> ema(jnp.zeros(1), jnp.full(1, 4.0), 0.75)
+        Array([1.], dtype=float32)
+    """
+    return decay * average + (1 - decay) * value
+
+
+def ema_of_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
+    r"""The running average of :math:`g^2`, :math:`\beta a + (1 - \beta) g^2`, one spelling for every second moment.
+
+    The product is taken as ``((1 - beta) * g) * g``, not ``(1 - beta) * (g * g)``:
+    one rounding order wherever it is used.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import ema_of_square
+        >>> ema_of_square(jnp.zeros(1), jnp.full(1, 2.0), 0.75)
+        Array([1.], dtype=float32)
+    """
+    return decay * average + (1 - decay) * g * g
+
+
+def lerp_ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
+    r"""The running average in torch's ``lerp`` form, :math:`a + (1 - \beta)(x - a)`, as torch writes it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import lerp_ema
+        >>> lerp_ema(jnp.zeros(1), jnp.full(1, 4.0), 0.75)
+        Array([1.], dtype=float32)
+    """
+    return average + (1 - decay) * (value - average)
+
+
+def one_minus_pow(beta: jax.Array, t: jax.Array) -> jax.Array:
+    """``1 - beta**t`` without cancellation when ``beta**t`` is close to 1 (``beta2 = 0.999`` in float32).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import one_minus_pow
+        >>> round(float(one_minus_pow(jnp.float32(0.5), jnp.float32(3.0))), 6)  # 1 - 0.5**3
+        0.875
+    """
+    return -jnp.expm1(t * jnp.log1p(beta - 1))
 
 
 def signed(g: jax.Array, maximize: bool) -> jax.Array:
@@ -85,9 +166,7 @@ def decay_and_moments(g: jax.Array, p: jax.Array | None, slots: Mapping[str, jax
             decay = -hp["lr"] * hp["weight_decay"] * p
     else:
         g = l2(g, p, hp["weight_decay"])
-    exp_avg = slots["exp_avg"] + (1 - beta1) * (g - slots["exp_avg"])
-    exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
-    return g, decay, exp_avg, exp_avg_sq
+    return g, decay, lerp_ema(slots["exp_avg"], g, beta1), ema_of_square(slots["exp_avg_sq"], g, beta2)
 
 
 def with_decay(decay: jax.Array | None, update: jax.Array) -> jax.Array:
