@@ -103,6 +103,23 @@ def lerp_ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Arra
     return average + (1 - decay) * (value - average)
 
 
+def ema_moments(g: jax.Array, slots: Mapping[str, jax.Array], hp: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+    r"""``exp_avg`` and ``exp_avg_sq`` in the product form (MindSpore's Adam rules, LAMB): one place for both.
+
+    :math:`m_t = \beta_1 m_{t-1} + (1 - \beta_1) g` and :math:`v_t = \beta_2 v_{t-1} + (1 - \beta_2) g^2`,
+    with the betas from ``hp["betas"]``; :func:`decay_and_moments` is torch's form.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import ema_moments
+        >>> slots = {'exp_avg': jnp.zeros(1), 'exp_avg_sq': jnp.zeros(1)}
+        >>> ema_moments(jnp.full(1, 2.0), slots, {'betas': (0.5, 0.75)})
+        (Array([1.], dtype=float32), Array([1.], dtype=float32))
+    """
+    beta1, beta2 = hp["betas"]
+    return ema(slots["exp_avg"], g, beta1), ema_of_square(slots["exp_avg_sq"], g, beta2)
+
+
 def one_minus_pow(beta: jax.Array, t: jax.Array) -> jax.Array:
     """``1 - beta**t`` without cancellation when ``beta**t`` is close to 1 (``beta2 = 0.999`` in float32).
 

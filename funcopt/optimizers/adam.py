@@ -14,7 +14,7 @@ from funcopt.optimizers._common import (
     check_adam_hparams,
     decay_and_moments,
     ema,
-    ema_of_square,
+    ema_moments,
     l2,
     with_decay,
 )
@@ -220,8 +220,7 @@ def adam_mindspore(
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
         g = l2(g, p, hp["weight_decay"])
-        exp_avg = ema(slots["exp_avg"], g, beta1)
-        exp_avg_sq = ema_of_square(slots["exp_avg_sq"], g, beta2)
+        exp_avg, exp_avg_sq = ema_moments(g, slots, hp)
         new_slots = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
         second = exp_avg_sq
         if amsgrad:
@@ -284,9 +283,7 @@ def adam_weight_decay(
 
     def leaf_update(g, p, slots, hp, step):
         del step
-        beta1, beta2 = hp["betas"]
-        exp_avg = ema(slots["exp_avg"], g, beta1)
-        exp_avg_sq = ema_of_square(slots["exp_avg_sq"], g, beta2)
+        exp_avg, exp_avg_sq = ema_moments(g, slots, hp)
         update = exp_avg / (jnp.sqrt(exp_avg_sq) + hp["eps"])
         if p is not None:
             update = update + hp["weight_decay"] * p

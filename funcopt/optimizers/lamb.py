@@ -10,7 +10,7 @@ from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.packing import refusing_packed
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import adam_hparams, check_adam_hparams, ema, ema_of_square
+from funcopt.optimizers._common import adam_hparams, check_adam_hparams, ema_moments
 
 
 def lamb(
@@ -79,8 +79,7 @@ def lamb(
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
         wd = hp["weight_decay"]
-        exp_avg = ema(slots["exp_avg"], g, beta1)
-        exp_avg_sq = ema_of_square(slots["exp_avg_sq"], g, beta2)
+        exp_avg, exp_avg_sq = ema_moments(g, slots, hp)
         if bias_correction:
             t = step.astype(g.dtype)
             m_hat, v_hat = exp_avg / (1 - beta1**t), exp_avg_sq / (1 - beta2**t)
