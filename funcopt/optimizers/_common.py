@@ -132,6 +132,22 @@ def one_minus_pow(beta: jax.Array, t: jax.Array) -> jax.Array:
     return -jnp.expm1(t * jnp.log1p(beta - 1))
 
 
+def check_real(tree: Any, name: str) -> None:
+    """torch's ``RuntimeError`` for a complex leaf, for the optimizers that have no complex form (Adafactor, Muon).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import check_real
+        >>> check_real({'w': jnp.ones(2, jnp.complex64)}, 'Muon')
+        Traceback (most recent call last):
+        ...
+        RuntimeError: Muon does not support complex parameters
+    """
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+            raise RuntimeError(f"{name} does not support complex parameters")
+
+
 def signed(g: jax.Array, maximize: bool) -> jax.Array:
     """The gradient to descend: ``-g`` when maximizing."""
     return -g if maximize else g
