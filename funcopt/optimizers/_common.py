@@ -24,6 +24,19 @@ def check_weight_decay(weight_decay: Any) -> None:
     check_hparam(weight_decay, "weight_decay", "Invalid weight_decay value: {}", lambda v: v >= 0)
 
 
+def check_mindspore_non_negative(value: Any, name: str, owner: str) -> None:
+    """MindSpore's ``>= 0.0`` check (its FTRL and ProximalAdagrad arguments), one message for all of them.
+
+    Example:
+        >>> from funcopt.optimizers._common import check_mindspore_non_negative
+        >>> check_mindspore_non_negative(-1.0, 'l1', 'FTRL')
+        Traceback (most recent call last):
+        ...
+        ValueError: For 'FTRL', the 'l1' must be >= 0.0, but got -1.0.
+    """
+    check_hparam(value, name, f"For '{owner}', the '{name}' must be >= 0.0, but got {{}}.", lambda v: v >= 0)
+
+
 def check_betas(betas: Any, same_kind: bool = False) -> None:
     """Each beta in [0, 1); with ``same_kind`` (torch.optim.Adam's rule) both numbers or both arrays."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
