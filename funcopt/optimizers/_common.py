@@ -133,6 +133,30 @@ def ema_moments(g: jax.Array, slots: Mapping[str, jax.Array], hp: Mapping[str, A
     return ema(slots["exp_avg"], g, beta1), ema_of_square(slots["exp_avg_sq"], g, beta2)
 
 
+def heavy_ball(buf: jax.Array, g: jax.Array, momentum: jax.Array) -> jax.Array:
+    """The momentum buffer ``momentum * buf + g`` (no dampening), one formula for SGD, Momentum and LARS.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import heavy_ball
+        >>> heavy_ball(jnp.ones(1), jnp.full(1, 2.0), 0.5)
+        Array([2.5], dtype=float32)
+    """
+    return momentum * buf + g
+
+
+def momentum_direction(g: jax.Array, buf: jax.Array, momentum: jax.Array, nesterov: bool) -> jax.Array:
+    """The step direction of a momentum buffer: ``g + momentum * buf`` (Nesterov) or ``buf``, shared likewise.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from funcopt.optimizers._common import momentum_direction
+        >>> momentum_direction(jnp.ones(1), jnp.full(1, 2.0), 0.5, nesterov=True)
+        Array([2.], dtype=float32)
+    """
+    return g + momentum * buf if nesterov else buf
+
+
 def one_minus_pow(beta: jax.Array, t: jax.Array) -> jax.Array:
     """``1 - beta**t`` without cancellation when ``beta**t`` is close to 1 (``beta2 = 0.999`` in float32).
 
