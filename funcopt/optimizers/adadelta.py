@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
-from funcopt.optimizers._common import check_eps, check_lr, check_weight_decay, l2, signed
+from funcopt.optimizers._common import check_eps, check_lr, check_weight_decay, ema_of_square, l2, signed
 
 
 def adadelta(
@@ -65,10 +65,10 @@ def adadelta(
         del step
         rho_, eps_ = hp["rho"], hp["eps"]
         g = l2(signed(g, maximize), p, hp["weight_decay"])
-        square_avg = rho_ * slots["square_avg"] + (1 - rho_) * g * g
+        square_avg = ema_of_square(slots["square_avg"], g, rho_)
         std = jnp.sqrt(square_avg + eps_)
         delta = jnp.sqrt(slots["acc_delta"] + eps_) / std * g
-        acc_delta = rho_ * slots["acc_delta"] + (1 - rho_) * delta * delta
+        acc_delta = ema_of_square(slots["acc_delta"], delta, rho_)
         return -hp["lr"] * delta, {"square_avg": square_avg, "acc_delta": acc_delta}
 
     return per_leaf_optimizer(

@@ -12,15 +12,10 @@ import numpy as np
 from funcopt._src.base import GradientTransformation, PyTree, floating_only
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, per_leaf_optimizer
 from funcopt._src.packing import refusing_packed
-from funcopt.optimizers._common import signed
+from funcopt.optimizers._common import check_real, signed
+from funcopt.transforms.averaging import lerp
 
 _SLOTS = ("row_var", "col_var", "variance")
-
-
-def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
-    # torch.lerp's two-sided formula, exact at weight 0 and weight 1.
-    diff = end - start
-    return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
 
 
 def _is_factored(ndim: int) -> bool:
@@ -144,14 +139,14 @@ def adafactor(
             if _is_factored(g.ndim):
                 row_mean = jnp.sum(g * g, axis=-1, keepdims=True) / g.shape[-1]
                 col_mean = jnp.sum(g * g, axis=-2, keepdims=True) / g.shape[-2]
-                row_var = _lerp(slots["row_var"], row_mean, weight)
-                col_var = _lerp(slots["col_var"], col_mean, weight)
+                row_var = lerp(slots["row_var"], row_mean, weight)
+                col_var = lerp(slots["col_var"], col_mean, weight)
                 new_slots["row_var"], new_slots["col_var"] = row_var, col_var
                 # row_var @ col_var with an inner dimension of 1 is the outer product.
                 var_estimate = row_var * col_var
                 var_estimate = var_estimate / jnp.maximum(jnp.mean(row_var, axis=-2, keepdims=True), eps1_)
             else:
-                variance = _lerp(slots["variance"], g * g, weight)
+                variance = lerp(slots["variance"], g * g, weight)
                 new_slots["variance"] = variance
                 var_estimate = variance
             u = jax.lax.rsqrt(jnp.maximum(var_estimate, eps1_ * eps1_)) * g
@@ -168,11 +163,6 @@ def adafactor(
             complex_as_real=False,
             name="adafactor",
         )
-
-    def check_real(tree: PyTree) -> None:
-        for leaf in jax.tree.leaves(tree):
-            if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
-                raise RuntimeError("Adafactor does not support complex parameters")
 
     def strip(slots: dict[str, PyTree], treedef: Any, ndims: list[int]) -> dict[str, PyTree]:
         # Slots a leaf does not have are held as None, as absent from torch's per-parameter state.
@@ -195,7 +185,7 @@ def adafactor(
     template = build(0.0)
 
     def init(params):
-        check_real(params)
+        check_real(params, "Adafactor")
         state = template.init(params)
         leaves, treedef = jax.tree.flatten(params)
         return state._replace(slots=strip(state.slots, treedef, [np.ndim(p) for p in leaves]))
@@ -207,8 +197,8 @@ def adafactor(
         if params is None:
             raise ValueError("adafactor: params must be given to update() (the step size scales with "
                              "the parameters' RMS)")
-        check_real(grads)
-        check_real(params)
+        check_real(grads, "Adafactor")
+        check_real(params, "Adafactor")
         g_leaves, treedef = jax.tree.flatten(grads)
         p_leaves = treedef.flatten_up_to(params)
         default_eps1 = float(jnp.finfo(jnp.result_type(p_leaves[0])).eps) if p_leaves else 0.0

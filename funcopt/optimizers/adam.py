@@ -10,11 +10,11 @@ from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import (
-    check_betas,
-    check_eps,
-    check_lr,
-    check_weight_decay,
+    adam_hparams,
+    check_adam_hparams,
     decay_and_moments,
+    ema,
+    ema_moments,
     l2,
     with_decay,
 )
@@ -90,10 +90,7 @@ def adam(
         >>> fo.apply_updates(params, updates)['w']
         Array([ 0.9, -0.9], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas, same_kind=True)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay, same_kind=True)
     precision = state_precision(ADAM_BUFFERS if amsgrad else {"exp_avg": "mu", "exp_avg_sq": "nu"},
                                 state_dtype=state_dtype, mu_dtype=mu_dtype, nu_dtype=nu_dtype,
                                 state_rounding=state_rounding, seed=seed)
@@ -115,7 +112,7 @@ def adam(
         return with_decay(decay, -(lr_ / bias_correction1) * exp_avg / denom), new_slots
 
     return per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        hparams=adam_hparams(lr, betas, eps, weight_decay),
         slots=("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
@@ -218,16 +215,12 @@ def adam_mindspore(
         >>> updates['w']
         Array([-0.1,  0.1], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay)
 
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
         g = l2(g, p, hp["weight_decay"])
-        exp_avg = beta1 * slots["exp_avg"] + (1 - beta1) * g
-        exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
+        exp_avg, exp_avg_sq = ema_moments(g, slots, hp)
         new_slots = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
         second = exp_avg_sq
         if amsgrad:
@@ -235,11 +228,11 @@ def adam_mindspore(
             new_slots["max_exp_avg_sq"] = second
         t = step.astype(g.dtype)
         lr_t = hp["lr"] * jnp.sqrt(1 - beta2**t) / (1 - beta1**t)
-        first = beta1 * exp_avg + (1 - beta1) * g if nesterov else exp_avg
+        first = ema(exp_avg, g, beta1) if nesterov else exp_avg
         return -lr_t * first / (jnp.sqrt(second) + hp["eps"]), new_slots
 
     return per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        hparams=adam_hparams(lr, betas, eps, weight_decay),
         slots=("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
@@ -286,23 +279,18 @@ def adam_weight_decay(
         >>> updates['w']  # -0.1 * (2 / sqrt(4) + 0.5 * 2)
         Array([-0.2], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay)
 
     def leaf_update(g, p, slots, hp, step):
         del step
-        beta1, beta2 = hp["betas"]
-        exp_avg = beta1 * slots["exp_avg"] + (1 - beta1) * g
-        exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
+        exp_avg, exp_avg_sq = ema_moments(g, slots, hp)
         update = exp_avg / (jnp.sqrt(exp_avg_sq) + hp["eps"])
         if p is not None:
             update = update + hp["weight_decay"] * p
         return -hp["lr"] * update, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
     return per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        hparams=adam_hparams(lr, betas, eps, weight_decay),
         slots=("exp_avg", "exp_avg_sq"),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),

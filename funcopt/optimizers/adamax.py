@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, l2, signed
+from funcopt.optimizers._common import adam_hparams, check_adam_hparams, ema, l2, lerp_ema, signed
 
 
 def adamax(
@@ -64,10 +64,7 @@ def adamax(
         >>> state.slots['exp_inf']['w']
         Array([3., 4.], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay)
 
     precision = state_precision({"exp_avg": "mu", "exp_inf": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
                                 nu_dtype=nu_dtype, state_rounding=state_rounding, seed=seed)
@@ -75,13 +72,13 @@ def adamax(
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
         g = l2(signed(g, maximize), p, hp["weight_decay"])
-        exp_avg = slots["exp_avg"] + (1 - beta1) * (g - slots["exp_avg"])
+        exp_avg = lerp_ema(slots["exp_avg"], g, beta1)
         exp_inf = jnp.maximum(beta2 * slots["exp_inf"], jnp.abs(g) + hp["eps"])
         clr = hp["lr"] / (1 - beta1 ** step.astype(g.dtype))
         return -clr * (exp_avg / exp_inf), {"exp_avg": exp_avg, "exp_inf": exp_inf}
 
     return per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        hparams=adam_hparams(lr, betas, eps, weight_decay),
         slots=("exp_avg", "exp_inf"),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),
@@ -130,21 +127,18 @@ def adamax_mindspore(
         >>> updates['w']  # -0.5 * g / (|g| + 1)
         Array([-0.375,  0.4  ], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay)
 
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
         g = l2(g, p, hp["weight_decay"])
-        exp_avg = beta1 * slots["exp_avg"] + (1 - beta1) * g
+        exp_avg = ema(slots["exp_avg"], g, beta1)
         exp_inf = jnp.maximum(beta2 * slots["exp_inf"], jnp.abs(g))
         clr = hp["lr"] / (1 - beta1 ** step.astype(g.dtype))
         return -clr * exp_avg / (exp_inf + hp["eps"]), {"exp_avg": exp_avg, "exp_inf": exp_inf}
 
     return per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        hparams=adam_hparams(lr, betas, eps, weight_decay),
         slots=("exp_avg", "exp_inf"),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),

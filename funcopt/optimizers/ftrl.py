@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, per_leaf_optimizer
-from funcopt.optimizers._common import check_weight_decay
+from funcopt.optimizers._common import check_mindspore_non_negative, check_weight_decay
 
 
 def _accum_power(accum: jnp.ndarray, lr_power: jnp.ndarray) -> jnp.ndarray:
@@ -82,12 +82,11 @@ def ftrl(
         Array([0. , 0.8], dtype=float32)
     """
     check_hparam(lr, "lr", "Invalid learning rate: {}", lambda v: v > 0)
-    check_hparam(initial_accum, "initial_accum",
-                 "For 'FTRL', the 'initial_accum' must be >= 0.0, but got {}.", lambda v: v >= 0)
+    check_mindspore_non_negative(initial_accum, "initial_accum", "FTRL")
     check_hparam(lr_power, "lr_power", "For 'FTRL', the 'lr_power' must be <= 0.0, but got {}.",
                  lambda v: v <= 0)
-    check_hparam(l1, "l1", "For 'FTRL', the 'l1' must be >= 0.0, but got {}.", lambda v: v >= 0)
-    check_hparam(l2, "l2", "For 'FTRL', the 'l2' must be >= 0.0, but got {}.", lambda v: v >= 0)
+    check_mindspore_non_negative(l1, "l1", "FTRL")
+    check_mindspore_non_negative(l2, "l2", "FTRL")
     check_weight_decay(weight_decay)
 
     def leaf_init(p, hp):

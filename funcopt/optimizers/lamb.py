@@ -10,7 +10,7 @@ from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.packing import refusing_packed
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay
+from funcopt.optimizers._common import adam_hparams, check_adam_hparams, ema_moments
 
 
 def lamb(
@@ -71,10 +71,7 @@ def lamb(
         >>> updates['w']  # the update, of norm sqrt(2), is rescaled to lr * ||w|| = 0.5
         Array([-0.35355338,  0.35355338], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay)
 
     precision = state_precision({"exp_avg": "mu", "exp_avg_sq": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
                                 nu_dtype=nu_dtype, state_rounding=state_rounding, seed=seed)
@@ -82,8 +79,7 @@ def lamb(
     def leaf_update(g, p, slots, hp, step):
         beta1, beta2 = hp["betas"]
         wd = hp["weight_decay"]
-        exp_avg = beta1 * slots["exp_avg"] + (1 - beta1) * g
-        exp_avg_sq = beta2 * slots["exp_avg_sq"] + (1 - beta2) * g * g
+        exp_avg, exp_avg_sq = ema_moments(g, slots, hp)
         if bias_correction:
             t = step.astype(g.dtype)
             m_hat, v_hat = exp_avg / (1 - beta1**t), exp_avg_sq / (1 - beta2**t)
@@ -101,7 +97,7 @@ def lamb(
         return -hp["lr"] * trust * r, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
     return refusing_packed(per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        hparams=adam_hparams(lr, betas, eps, weight_decay),
         slots=("exp_avg", "exp_avg_sq"),
         leaf_update=leaf_update,
         needs_params=always_adapt or not is_static_zero(weight_decay),

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, per_leaf_optimizer
 from funcopt._src.packing import refusing_packed
-from funcopt.optimizers._common import check_eps, check_lr, check_weight_decay
+from funcopt.optimizers._common import check_eps, check_lr, check_weight_decay, heavy_ball, momentum_direction
 
 
 def lars(
@@ -102,8 +102,8 @@ def lars(
                 trust = jnp.clip(trust / lr_, 0, 1)
             trust = jnp.where(zero_norm, jnp.ones_like(trust), trust)
             g = trust * (g + wd * p)
-        buf = mu * slots["momentum_buffer"] + g
-        direction = g + mu * buf if nesterov else buf
+        buf = heavy_ball(slots["momentum_buffer"], g, mu)
+        direction = momentum_direction(g, buf, mu, nesterov)
         return -lr_ * direction, {"momentum_buffer": buf}
 
     return refusing_packed(per_leaf_optimizer(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import check_betas, check_lr, check_weight_decay
+from funcopt.optimizers._common import check_betas, check_lr, check_weight_decay, ema
 
 
 def lion(
@@ -70,10 +70,10 @@ def lion(
         del step
         beta1, beta2 = hp["betas"]
         exp_avg = slots["exp_avg"]
-        direction = jnp.sign(beta1 * exp_avg + (1 - beta1) * g)
+        direction = jnp.sign(ema(exp_avg, g, beta1))
         if p is not None:
             direction = direction + hp["weight_decay"] * p
-        new_exp_avg = beta2 * exp_avg + (1 - beta2) * g
+        new_exp_avg = ema(exp_avg, g, beta2)
         return -hp["lr"] * direction, {"exp_avg": new_exp_avg}
 
     return per_leaf_optimizer(

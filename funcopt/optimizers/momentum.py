@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
-from funcopt.optimizers._common import check_lr, check_weight_decay, l2
+from funcopt.optimizers._common import check_lr, check_weight_decay, heavy_ball, l2, momentum_direction
 
 
 def momentum(
@@ -94,8 +94,8 @@ def momentum(
         del step
         u = hp["momentum"]
         g = l2(g, p, hp["weight_decay"])
-        buf = u * slots["momentum_buffer"] + g
-        direction = g + u * buf if use_nesterov else buf
+        buf = heavy_ball(slots["momentum_buffer"], g, u)
+        direction = momentum_direction(g, buf, u, use_nesterov)
         return -hp["lr"] * direction, {"momentum_buffer": buf}
 
     return per_leaf_optimizer(

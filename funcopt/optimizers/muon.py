@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,8 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation, floating_only
 from funcopt._src.hparams import HParam, OptimizerState, check_hparam, is_static_zero, per_leaf_optimizer
 from funcopt._src.packing import refusing_packed
+from funcopt.optimizers._common import check_real
+from funcopt.transforms.averaging import lerp
 
 # Keller Jordan's quintic coefficients and defaults, as in torch.optim.Muon.
 DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -18,12 +19,6 @@ DEFAULT_EPS = 1e-7
 DEFAULT_NS_STEPS = 5
 
 _ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
-
-
-def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
-    # torch.lerp's two-sided formula, exact at weight 0 and weight 1.
-    diff = end - start
-    return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
 
 
 def _round_bf16(x: jax.Array) -> jax.Array:
@@ -148,8 +143,8 @@ def muon(
         if g.ndim != 2:
             raise ValueError("Param gradient must be a 2D matrix")
         mu = hp["momentum"]
-        buf = _lerp(slots["momentum_buffer"], g, 1 - mu)
-        direction = _lerp(g, buf, mu) if nesterov else buf
+        buf = lerp(slots["momentum_buffer"], g, 1 - mu)
+        direction = lerp(g, buf, mu) if nesterov else buf
         ortho = _zeropower_via_newtonschulz(direction, hp["ns_coefficients"], ns_steps, hp["eps"])
         ortho = ortho.astype(g.dtype)
         lr_ = hp["lr"]
@@ -168,27 +163,22 @@ def muon(
         name="muon",
     )
 
-    def check_leaves(tree: Any) -> None:
-        for leaf in jax.tree.leaves(tree):
-            if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
-                raise RuntimeError("Muon does not support complex parameters")
-
     def init(params):
         for leaf in jax.tree.leaves(params):
             shape = tuple(jnp.shape(leaf))
             if len(shape) != 2:
                 raise ValueError(
                     f"Muon only supports 2D parameters whereas we found a parameter with size: {shape}")
-        check_leaves(params)
+        check_real(params, "Muon")
         return inner.init(params)
 
     def update(grads, state, params=None, **extra):
         del extra
         if not isinstance(state, OptimizerState):
             raise TypeError(f"muon: expected an OptimizerState, got {type(state).__name__}")
-        check_leaves(grads)
+        check_real(grads, "Muon")
         if params is not None:
-            check_leaves(params)
+            check_real(params, "Muon")
         return inner.update(grads, state, params)
 
     return refusing_packed(floating_only(GradientTransformation(init, update)), "fo.muon")

@@ -10,11 +10,10 @@ from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import (
-    check_betas,
-    check_eps,
-    check_lr,
-    check_weight_decay,
+    adam_hparams,
+    check_adam_hparams,
     decay_and_moments,
+    one_minus_pow,
     with_decay,
 )
 
@@ -87,10 +86,7 @@ def nadam(
         >>> updates['w']  # -0.1 * (1 + 0.45 / (1 - 0.45**2) * 0.1) * sign(g)
         Array([-0.10564263,  0.10564263], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay)
     check_hparam(momentum_decay, "momentum_decay", "Invalid momentum_decay value: {}", lambda v: v >= 0)
 
     precision = state_precision({"exp_avg": "mu", "exp_avg_sq": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
@@ -110,8 +106,7 @@ def nadam(
         mu = beta1 * (1 - 0.5 * 0.96 ** (t * psi))
         mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
         mu_product = slots["mu_product"].astype(g.dtype) * mu
-        # 1 - beta2**t without cancellation when beta2**t is close to 1.
-        bias_correction2 = -jnp.expm1(t * jnp.log1p(beta2 - 1))
+        bias_correction2 = one_minus_pow(beta2, t)
         denom = jnp.sqrt(exp_avg_sq / bias_correction2) + eps_
         grad_coef = -lr_ * (1 - mu) / (1 - mu_product)
         exp_avg_coef = -lr_ * mu_next / (1 - mu_product * mu_next)
@@ -119,8 +114,7 @@ def nadam(
         return update, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "mu_product": mu_product}
 
     return per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                 "momentum_decay": momentum_decay},
+        hparams={**adam_hparams(lr, betas, eps, weight_decay), "momentum_decay": momentum_decay},
         slots=("exp_avg", "exp_avg_sq", "mu_product"),
         leaf_update=leaf_update,
         leaf_init=leaf_init,

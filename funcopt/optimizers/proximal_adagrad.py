@@ -12,8 +12,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
-from funcopt._src.hparams import HParam, check_hparam, per_leaf_optimizer
-from funcopt.optimizers._common import check_lr, check_weight_decay
+from funcopt._src.hparams import HParam, per_leaf_optimizer
+from funcopt.optimizers._common import check_lr, check_mindspore_non_negative, check_weight_decay
 
 
 def proximal_adagrad(
@@ -72,10 +72,8 @@ def proximal_adagrad(
         Array([0.  , 2.25], dtype=float32)
     """
     check_lr(lr)
-    check_hparam(accum, "accum", "For 'ProximalAdagrad', the 'accum' must be >= 0.0, but got {}.",
-                 lambda v: v >= 0)
-    check_hparam(l1, "l1", "For 'ProximalAdagrad', the 'l1' must be >= 0.0, but got {}.", lambda v: v >= 0)
-    check_hparam(l2, "l2", "For 'ProximalAdagrad', the 'l2' must be >= 0.0, but got {}.", lambda v: v >= 0)
+    for name, value in (("accum", accum), ("l1", l1), ("l2", l2)):
+        check_mindspore_non_negative(value, name, "ProximalAdagrad")
     check_weight_decay(weight_decay)
 
     def leaf_init(p, hp):

@@ -12,11 +12,10 @@ from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
 from funcopt.optimizers._common import (
-    check_betas,
-    check_eps,
-    check_lr,
-    check_weight_decay,
+    adam_hparams,
+    check_adam_hparams,
     decay_and_moments,
+    one_minus_pow,
     with_decay,
 )
 
@@ -32,11 +31,6 @@ def _series_from_square(x: jax.Array, coefficients: tuple[float, ...]) -> jax.Ar
     return acc * x * x
 
 
-def _one_minus_pow(beta: jax.Array, t: jax.Array) -> jax.Array:
-    # 1 - beta**t without cancellation when beta**t is close to 1 (beta2 = 0.999 in float32).
-    return -jnp.expm1(t * jnp.log1p(beta - 1))
-
-
 def _sma_length(beta2: jax.Array, t: jax.Array) -> jax.Array:
     r"""RAdam's :math:`\rho_t = \rho_\infty - 2 t \beta_2^t / (1 - \beta_2^t)`, accurate in float32.
 
@@ -49,7 +43,7 @@ def _sma_length(beta2: jax.Array, t: jax.Array) -> jax.Array:
     """
     d = 1 - beta2
     rho_inf = 2 / d - 1
-    direct = rho_inf - 2 * t * beta2**t / _one_minus_pow(beta2, t)
+    direct = rho_inf - 2 * t * beta2**t / one_minus_pow(beta2, t)
     x = -t * jnp.log1p(-d)
     small = x < 0.5
     x = jnp.where(small, x, 0.5)
@@ -121,10 +115,7 @@ def radam(
         >>> updates['w']  # rho_1 = 1: the first steps are momentum SGD
         Array([-0.5,  1. ], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_betas(betas)
-    check_weight_decay(weight_decay)
+    check_adam_hparams(lr, betas, eps, weight_decay)
 
     precision = state_precision({"exp_avg": "mu", "exp_avg_sq": "nu"}, state_dtype=state_dtype, mu_dtype=mu_dtype,
                                 nu_dtype=nu_dtype, state_rounding=state_rounding, seed=seed)
@@ -135,7 +126,7 @@ def radam(
         g, decay, exp_avg, exp_avg_sq = decay_and_moments(g, p, slots, hp, maximize=maximize,
                                                           decoupled=decoupled_weight_decay)
         t = step.astype(g.dtype)
-        bias_corrected_exp_avg = exp_avg / _one_minus_pow(beta1, t)
+        bias_corrected_exp_avg = exp_avg / one_minus_pow(beta1, t)
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = _sma_length(beta2, t)
         rectify = rho_t > 5
@@ -143,13 +134,13 @@ def radam(
         rect_arg = jnp.where(rectify, (rho_t - 4) * (rho_t - 2) * rho_inf
                              / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 1.0)
         rect = jnp.sqrt(rect_arg)
-        adaptive_lr = jnp.sqrt(_one_minus_pow(beta2, t)) / (jnp.sqrt(exp_avg_sq) + eps_)
+        adaptive_lr = jnp.sqrt(one_minus_pow(beta2, t)) / (jnp.sqrt(exp_avg_sq) + eps_)
         step_ = jnp.where(rectify, bias_corrected_exp_avg * lr_ * adaptive_lr * rect,
                           bias_corrected_exp_avg * lr_)
         return with_decay(decay, -step_), {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
     return per_leaf_optimizer(
-        hparams={"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        hparams=adam_hparams(lr, betas, eps, weight_decay),
         slots=("exp_avg", "exp_avg_sq"),
         leaf_update=leaf_update,
         needs_params=not is_static_zero(weight_decay),

@@ -6,7 +6,25 @@ import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
-from funcopt.optimizers._common import check_eps, check_lr, check_weight_decay, l2, signed
+from funcopt.optimizers._common import (
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    ema,
+    ema_of_square,
+    l2,
+    lerp_ema,
+    signed,
+)
+
+
+def _check_rmsprop(lr: HParam, alpha: HParam, eps: HParam, weight_decay: HParam, momentum: HParam) -> None:
+    """torch.optim.RMSprop's checks in its order, shared by both RMSprop rules (same arguments, same messages)."""
+    check_lr(lr)
+    check_eps(eps)
+    check_hparam(momentum, "momentum", "Invalid momentum value: {}", lambda v: v >= 0)
+    check_weight_decay(weight_decay)
+    check_hparam(alpha, "alpha", "Invalid alpha value: {}", lambda v: v >= 0)
 
 
 def rmsprop(
@@ -66,21 +84,17 @@ def rmsprop(
         >>> sorted(state.slots)
         ['momentum_buffer', 'square_avg']
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_hparam(momentum, "momentum", "Invalid momentum value: {}", lambda v: v >= 0)
-    check_weight_decay(weight_decay)
-    check_hparam(alpha, "alpha", "Invalid alpha value: {}", lambda v: v >= 0)
+    _check_rmsprop(lr, alpha, eps, weight_decay, momentum)
     has_momentum = not is_static_zero(momentum)
 
     def leaf_update(g, p, slots, hp, step):
         del step
         alpha_, mu = hp["alpha"], hp["momentum"]
         g = l2(signed(g, maximize), p, hp["weight_decay"])
-        square_avg = alpha_ * slots["square_avg"] + (1 - alpha_) * g * g
+        square_avg = ema_of_square(slots["square_avg"], g, alpha_)
         new_slots = {"square_avg": square_avg}
         if centered:
-            grad_avg = slots["grad_avg"] + (1 - alpha_) * (g - slots["grad_avg"])
+            grad_avg = lerp_ema(slots["grad_avg"], g, alpha_)
             new_slots["grad_avg"] = grad_avg
             avg = jnp.sqrt(square_avg - grad_avg * grad_avg)
         else:
@@ -157,11 +171,7 @@ def rmsprop_mindspore(
         >>> state.slots['square_avg']['w']
         Array([1. , 0.5], dtype=float32)
     """
-    check_lr(lr)
-    check_eps(eps)
-    check_hparam(momentum, "momentum", "Invalid momentum value: {}", lambda v: v >= 0)
-    check_weight_decay(weight_decay)
-    check_hparam(alpha, "alpha", "Invalid alpha value: {}", lambda v: v >= 0)
+    _check_rmsprop(lr, alpha, eps, weight_decay, momentum)
 
     def leaf_init(p, hp):
         del hp
@@ -174,10 +184,10 @@ def rmsprop_mindspore(
         del step
         rho = hp["alpha"]
         g = l2(g, p, hp["weight_decay"])
-        square_avg = rho * slots["square_avg"] + (1 - rho) * g * g
+        square_avg = ema_of_square(slots["square_avg"], g, rho)
         new_slots = {"square_avg": square_avg}
         if centered:
-            grad_avg = rho * slots["grad_avg"] + (1 - rho) * g
+            grad_avg = ema(slots["grad_avg"], g, rho)
             new_slots["grad_avg"] = grad_avg
             denom = jnp.sqrt(square_avg - grad_avg * grad_avg + hp["eps"])
         else:

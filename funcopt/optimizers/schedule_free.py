@@ -55,7 +55,7 @@ from funcopt._src.hparams import (
     real_view,
 )
 from funcopt._src.tree import is_floating, tree_zeros_like
-from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay
+from funcopt.optimizers._common import check_betas, check_eps, check_lr, check_weight_decay, ema_of_square
 
 
 class ScheduleFreeState(NamedTuple):
@@ -221,7 +221,7 @@ def schedule_free_adamw(
             gamma = lr_t.astype(rdtype)
             g_c, y_c, z_c, v_c = (real_view(a.astype(compute_dtype(a.dtype))) for a in (g, y, z, v))
             bias_correction2 = 1 - beta2 ** t_f.astype(rdtype)
-            v_new = beta2 * v_c + (1 - beta2) * g_c * g_c
+            v_new = ema_of_square(v_c, g_c, beta2)
             g_hat = g_c / (jnp.sqrt(v_new / bias_correction2) + lhp["eps"]) + lhp["weight_decay"] * y_c
             delta = c * (z_c - y_c) + gamma * (beta1 * (1 - c) - 1) * g_hat
             z_new = z_c - gamma * g_hat

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from funcopt._src.base import GradientTransformation
 from funcopt._src.hparams import HParam, check_hparam, is_static_zero, per_leaf_optimizer
 from funcopt._src.state_dtype import DTypeLike, state_precision
-from funcopt.optimizers._common import check_lr, check_weight_decay, l2, signed
+from funcopt.optimizers._common import check_lr, check_weight_decay, heavy_ball, l2, momentum_direction, signed
 
 
 def sgd(
@@ -84,11 +84,11 @@ def sgd(
             mu = hp["momentum"]
             if is_static_zero(hp["dampening"]):
                 # the buffer starts at zeros: mu * 0 + g is torch's first step (buf = g), with no select
-                buf = mu * slots["momentum_buffer"] + g
+                buf = heavy_ball(slots["momentum_buffer"], g, mu)
             else:
                 buf = jnp.where(step == 1, g, mu * slots["momentum_buffer"] + (1 - hp["dampening"]) * g)
             new_slots["momentum_buffer"] = buf
-            g = g + mu * buf if nesterov else buf
+            g = momentum_direction(g, buf, mu, nesterov)
         return -hp["lr"] * g, new_slots
 
     return per_leaf_optimizer(

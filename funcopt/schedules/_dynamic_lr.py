@@ -31,6 +31,14 @@ def _per_epoch(total_step: int, step_per_epoch: int, value: Callable[[int], floa
     return [value(i // step_per_epoch) for i in range(total_step)]
 
 
+def _decay_per_epoch(learning_rate: float, decay_rate: float, total_step: int, step_per_epoch: int,
+                     decay_epoch: int, is_stair: bool, owner: str, value: Callable[[int], float]) -> list[float]:
+    """The checks and per-epoch loop the three decay lists share; ``value`` maps an epoch to its rate."""
+    _check_steps(total_step, step_per_epoch, owner)
+    check_decay(learning_rate, decay_rate, decay_epoch, "decay_epoch", is_stair, owner)
+    return _per_epoch(total_step, step_per_epoch, value)
+
+
 def piecewise_constant_lr(milestone: Sequence[int], learning_rates: Sequence[float]) -> list[float]:
     r"""Piecewise constant learning rates, MindSpore's ``nn.piecewise_constant_lr``.
 
@@ -115,15 +123,12 @@ def exponential_decay_lr(learning_rate: float, decay_rate: float, total_step: in
         >>> [round(v, 6) for v in dynamic_lr.exponential_decay_lr(0.1, 0.9, 6, 2, 1)]
         [0.1, 0.1, 0.09, 0.09, 0.081, 0.081]
     """
-    owner = "exponential_decay_lr"
-    _check_steps(total_step, step_per_epoch, owner)
-    check_decay(learning_rate, decay_rate, decay_epoch, "decay_epoch", is_stair, owner)
-
     def value(epoch: int) -> float:
         p = epoch / decay_epoch
         return learning_rate * decay_rate ** (math.floor(p) if is_stair else p)
 
-    return _per_epoch(total_step, step_per_epoch, value)
+    return _decay_per_epoch(learning_rate, decay_rate, total_step, step_per_epoch, decay_epoch, is_stair,
+                            "exponential_decay_lr", value)
 
 
 def natural_exp_decay_lr(learning_rate: float, decay_rate: float, total_step: int, step_per_epoch: int,
@@ -160,16 +165,13 @@ def natural_exp_decay_lr(learning_rate: float, decay_rate: float, total_step: in
         >>> [round(v, 6) for v in dynamic_lr.natural_exp_decay_lr(0.1, 0.9, 6, 2, 2, True)]
         [0.1, 0.1, 0.1, 0.1, 0.01653, 0.01653]
     """
-    owner = "natural_exp_decay_lr"
-    _check_steps(total_step, step_per_epoch, owner)
-    check_decay(learning_rate, decay_rate, decay_epoch, "decay_epoch", is_stair, owner)
-
     def value(epoch: int) -> float:
         if is_stair:
             epoch = epoch // decay_epoch * decay_epoch
         return learning_rate * math.exp(-decay_rate * epoch)
 
-    return _per_epoch(total_step, step_per_epoch, value)
+    return _decay_per_epoch(learning_rate, decay_rate, total_step, step_per_epoch, decay_epoch, is_stair,
+                            "natural_exp_decay_lr", value)
 
 
 def inverse_decay_lr(learning_rate: float, decay_rate: float, total_step: int, step_per_epoch: int,
@@ -205,14 +207,11 @@ def inverse_decay_lr(learning_rate: float, decay_rate: float, total_step: int, s
         >>> [round(v, 6) for v in dynamic_lr.inverse_decay_lr(0.1, 0.5, 6, 1, 1, True)]
         [0.1, 0.066667, 0.05, 0.04, 0.033333, 0.028571]
     """
-    owner = "inverse_decay_lr"
-    _check_steps(total_step, step_per_epoch, owner)
-    check_decay(learning_rate, decay_rate, decay_epoch, "decay_epoch", is_stair, owner)
-
     def value(epoch: int) -> float:
         return learning_rate / (1 + decay_rate * (epoch // decay_epoch if is_stair else epoch / decay_epoch))
 
-    return _per_epoch(total_step, step_per_epoch, value)
+    return _decay_per_epoch(learning_rate, decay_rate, total_step, step_per_epoch, decay_epoch, is_stair,
+                            "inverse_decay_lr", value)
 
 
 def cosine_decay_lr(min_lr: float, max_lr: float, total_step: int, step_per_epoch: int,

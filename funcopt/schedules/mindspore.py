@@ -24,7 +24,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +56,17 @@ __all__ = [
 def _decay_exponent(count, decay_steps: int, is_stair: bool):
     t = count_array(count)
     return floor_div(t, decay_steps) if is_stair else as_float(t) / decay_steps
+
+
+def _decay_schedule(learning_rate: float, decay_rate: float, decay_steps: int, is_stair: bool, owner: str,
+                    rule: Callable[[Any], Any]) -> Schedule:
+    """The checks and step-to-exponent map the three decay schedules share; ``rule`` maps the exponent to the rate."""
+    check_decay(learning_rate, decay_rate, decay_steps, "decay_steps", is_stair, owner)
+
+    def schedule(global_step):
+        return rule(_decay_exponent(global_step, decay_steps, is_stair))
+
+    return schedule
 
 
 def exponential_decay_lr(learning_rate: float, decay_rate: float, decay_steps: int,
@@ -88,13 +100,8 @@ def exponential_decay_lr(learning_rate: float, decay_rate: float, decay_steps: i
         >>> round(float(sched(2)), 6)
         0.094868
     """
-    check_decay(learning_rate, decay_rate, decay_steps, "decay_steps", is_stair, "ExponentialDecayLR")
-
-    def schedule(global_step):
-        p = _decay_exponent(global_step, decay_steps, is_stair)
-        return learning_rate * as_float(decay_rate) ** p
-
-    return schedule
+    return _decay_schedule(learning_rate, decay_rate, decay_steps, is_stair, "ExponentialDecayLR",
+                           lambda p: learning_rate * as_float(decay_rate) ** p)
 
 
 def natural_exp_decay_lr(learning_rate: float, decay_rate: float, decay_steps: int,
@@ -134,13 +141,8 @@ def natural_exp_decay_lr(learning_rate: float, decay_rate: float, decay_steps: i
         >>> [round(float(sched(t)), 6) for t in (2, 4)]
         [0.1, 0.040657]
     """
-    check_decay(learning_rate, decay_rate, decay_steps, "decay_steps", is_stair, "NaturalExpDecayLR")
-
-    def schedule(global_step):
-        p = _decay_exponent(global_step, decay_steps, is_stair)
-        return learning_rate * jnp.exp(-decay_rate * p)
-
-    return schedule
+    return _decay_schedule(learning_rate, decay_rate, decay_steps, is_stair, "NaturalExpDecayLR",
+                           lambda p: learning_rate * jnp.exp(-decay_rate * p))
 
 
 def inverse_decay_lr(learning_rate: float, decay_rate: float, decay_steps: int,
@@ -174,13 +176,8 @@ def inverse_decay_lr(learning_rate: float, decay_rate: float, decay_steps: int,
         >>> [round(float(sched(t)), 6) for t in (0, 2, 4)]
         [0.1, 0.066667, 0.05]
     """
-    check_decay(learning_rate, decay_rate, decay_steps, "decay_steps", is_stair, "InverseDecayLR")
-
-    def schedule(global_step):
-        p = _decay_exponent(global_step, decay_steps, is_stair)
-        return learning_rate / (1 + decay_rate * p)
-
-    return schedule
+    return _decay_schedule(learning_rate, decay_rate, decay_steps, is_stair, "InverseDecayLR",
+                           lambda p: learning_rate / (1 + decay_rate * p))
 
 
 def cosine_decay_lr(min_lr: float, max_lr: float, decay_steps: int) -> Schedule:

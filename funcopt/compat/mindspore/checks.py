@@ -19,8 +19,10 @@ __all__ = [
     "check_bool",
     "check_float",
     "check_non_negative",
+    "check_non_negative_float",
     "check_open_unit",
     "check_positive",
+    "check_positive_float",
     "check_type",
     "is_array",
     "type_name",
@@ -143,6 +145,34 @@ def check_betas_eps(beta1: Any, beta2: Any, eps: Any, owner: str) -> None:
     check_open_unit(beta1, "beta1", owner)
     check_open_unit(beta2, "beta2", owner)
     check_positive(eps, "eps", owner)
+
+
+def check_non_negative_float(value: Any, name: str, owner: str) -> None:
+    """:func:`check_float` then :func:`check_non_negative`: the pair MindSpore runs on most float arguments.
+
+    Example:
+        >>> from funcopt.compat.mindspore.checks import check_non_negative_float
+        >>> check_non_negative_float(-1.0, 'l1', 'FTRL')
+        Traceback (most recent call last):
+        ...
+        ValueError: For 'FTRL', the 'l1' must be non-negative, but got -1.0.
+    """
+    check_float(value, name, owner)
+    check_non_negative(value, name, owner)
+
+
+def check_positive_float(value: Any, name: str, owner: str) -> None:
+    """:func:`check_float` then :func:`check_positive`, in one call for the arguments that must be > 0.
+
+    Example:
+        >>> from funcopt.compat.mindspore.checks import check_positive_float
+        >>> check_positive_float(1, 'epsilon', 'RMSProp')
+        Traceback (most recent call last):
+        ...
+        TypeError: For 'RMSProp', the type of 'epsilon' must be 'float', but got 'int'.
+    """
+    check_float(value, name, owner)
+    check_positive(value, name, owner)
 
 
 def is_array(x: Any) -> bool:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from funcopt._src.base import GradientTransformation, PyTree
 from funcopt._src.hparams import evaluate_hparams
-from funcopt.compat.mindspore.checks import check_float, check_positive, is_array
+from funcopt.compat.mindspore.checks import check_positive_float, is_array
 from funcopt.compat.mindspore.rules import (
     GroupSpec,
     LearningRate,
@@ -111,8 +111,7 @@ class Optimizer:
         groups_given, parameters = split_parameters(parameters)
         if isinstance(loss_scale, int) and not isinstance(loss_scale, bool):
             loss_scale = float(loss_scale)
-        check_float(loss_scale, "loss_scale", owner)
-        check_positive(loss_scale, "loss_scale", owner)
+        check_positive_float(loss_scale, "loss_scale", owner)
         self.loss_scale = loss_scale
         default_lr = preprocess_lr(learning_rate, owner)
         self.is_group = groups_given is not None

@@ -17,8 +17,9 @@ from funcopt.compat.mindspore.checks import (
     check_bool,
     check_float,
     check_non_negative,
+    check_non_negative_float,
     check_open_unit,
-    check_positive,
+    check_positive_float,
     type_name,
 )
 from funcopt.compat.mindspore.optimizer import Optimizer
@@ -303,8 +304,7 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, accum: float = 0.1, learning_rate: Any = 0.001, update_slots: bool = True,
                  loss_scale: float = 1.0, weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
-        check_float(accum, "accum", self.cls_name)
-        check_non_negative(accum, "accum", self.cls_name)
+        check_non_negative_float(accum, "accum", self.cls_name)
         check_bool(update_slots, "update_slots", self.cls_name)
         self.accum, self.update_slots = accum, update_slots
         self._build(adagrad_rule, accum=accum, update_slots=update_slots)
@@ -378,12 +378,9 @@ class RMSProp(Optimizer):
                  weight_decay: Any = 0.0):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
         owner = self.cls_name
-        check_float(decay, "decay", owner)
-        check_non_negative(decay, "decay", owner)
-        check_float(momentum, "momentum", owner)
-        check_non_negative(momentum, "momentum", owner)
-        check_float(epsilon, "epsilon", owner)
-        check_positive(epsilon, "epsilon", owner)
+        check_non_negative_float(decay, "decay", owner)
+        check_non_negative_float(momentum, "momentum", owner)
+        check_positive_float(epsilon, "epsilon", owner)
         check_bool(use_locking, "use_locking", owner)
         check_bool(centered, "centered", owner)
         self.decay, self.momentum, self.epsilon, self.centered = decay, momentum, epsilon, centered
@@ -516,17 +513,13 @@ class FTRL(Optimizer):
             raise ValueError(f"For 'FTRL', dynamic learning rate and group learning rate are currently not "
                              f"supported in FTRL, they should all be false, but got dynamic learning rate "
                              f"{self.dynamic_lr} and group learning rate {self.is_group_lr}.")
-        check_float(initial_accum, "initial_accum", owner)
-        check_non_negative(initial_accum, "initial_accum", owner)
-        check_float(learning_rate, "learning_rate", owner)
-        check_positive(learning_rate, "learning_rate", owner)
+        check_non_negative_float(initial_accum, "initial_accum", owner)
+        check_positive_float(learning_rate, "learning_rate", owner)
         check_float(lr_power, "lr_power", owner)
         if lr_power > 0.0:
             raise ValueError(f"For '{owner}', the 'lr_power' must be less than or equal to 0.0, but got {lr_power}.")
-        check_float(l1, "l1", owner)
-        check_non_negative(l1, "l1", owner)
-        check_float(l2, "l2", owner)
-        check_non_negative(l2, "l2", owner)
+        check_non_negative_float(l1, "l1", owner)
+        check_non_negative_float(l2, "l2", owner)
         check_bool(use_locking, "use_locking", owner)
         self.initial_accum, self.lr_power, self.l1, self.l2 = initial_accum, lr_power, l1, l2
         self._build(ftrl_rule, initial_accum=initial_accum, lr_power=lr_power, l1=l1, l2=l2)
@@ -561,8 +554,7 @@ class ProximalAdagrad(Optimizer):
         super().__init__(learning_rate, params, weight_decay, loss_scale)
         owner = self.cls_name
         for name, value in (("accum", accum), ("l1", l1), ("l2", l2)):
-            check_float(value, name, owner)
-            check_non_negative(value, name, owner)
+            check_non_negative_float(value, name, owner)
         check_bool(use_locking, "use_locking", owner)
         self.accum, self.l1, self.l2 = accum, l1, l2
         self._build(proximal_adagrad_rule, accum=accum, l1=l1, l2=l2)
