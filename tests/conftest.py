@@ -1,6 +1,5 @@
 import os
 import shutil
-import sys
 import tempfile
 
 # Tests run on the CPU, with deterministic float math; x64 is switched on per test where needed.
@@ -17,13 +16,15 @@ def pytest_configure(config):
     """An XLA compilation cache for the run, in a temporary folder removed at its end.
 
     Most tests build fresh optimizers whose compiled programs are identical to ones an earlier test
-    compiled; the cache hands XLA's result back instead of compiling again (about three quarters of the
-    compile time of a typical stateful test). A hit still traces and lowers, and still reports a compile
-    event and a ``log_compiles`` line, so the tests that count compiles see the same counts. Each xdist
-    worker has its own folder (jax locks a shared one only together with a size limit, whose bookkeeping
-    scans the whole folder at every write); the processes a test starts (notebook kernels, the sharding
-    checks) use their worker's folder while the worker waits for them. A run never reuses another run's
-    programs.
+    compiled, in this process or in the other xdist worker; the cache hands XLA's result back instead of
+    compiling again. A hit still traces and lowers, and still reports a compile event and a
+    ``log_compiles`` line, so the tests that count compiles see the same counts. The workers share one
+    folder (a program compiled by one is a hit for the other: about a quarter fewer compiles than a
+    folder each); jax writes an entry in place, so that a reader could see half of it, and this run
+    makes each write atomic (:func:`_atomic_cache_writes`; where that cannot be done, each worker keeps
+    a folder of its own). The processes a test starts (notebook kernels, the sharding checks) write
+    without that guard: they use a folder of their worker's, which nothing else reads while the worker
+    waits for them. A run never reuses another run's programs.
     """
     if "JAX_COMPILATION_CACHE_DIR" in os.environ and _CACHE_ROOT not in os.environ:
         return  # a cache the user chose
@@ -35,16 +36,55 @@ def pytest_configure(config):
         worker = "main"
     else:
         root, worker = os.environ[_CACHE_ROOT], workerinput["workerid"]
-    folder = os.path.join(root, worker)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    own = os.path.join(root, worker)
+    # read by jax when it starts: the folder of this worker's child processes
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = own
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program, however quick to compile
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-    if "jax" in sys.modules:  # jax read its environment already: tell it directly
-        import jax
+    import jax
 
-        jax.config.update("jax_compilation_cache_dir", folder)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    folder = os.path.join(root, "shared") if _atomic_cache_writes() else own
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def _atomic_cache_writes() -> bool:
+    """Make jax's file cache write each entry under a temporary name and rename it into place.
+
+    ``jax._src.lru_cache.LRUCache.put`` (without a size limit) writes the entry file in place, so a
+    process reading the same key meanwhile would get a truncated entry and warn. A rename is atomic: a
+    reader finds no entry or a whole one. The patch is a test-run detail on a private jax class: when
+    that class is not as expected this returns False and the workers keep separate folders.
+    """
+    try:
+        from jax._src import lru_cache
+    except ImportError:
+        return False
+    cls = getattr(lru_cache, "LRUCache", None)
+    suffix = getattr(lru_cache, "_CACHE_SUFFIX", None)
+    if cls is None or not isinstance(suffix, str) or not callable(getattr(cls, "put", None)):
+        return False
+    original = cls.put
+
+    def put(self, key: str, value: bytes) -> None:
+        if getattr(self, "eviction_enabled", True) or not key:
+            return original(self, key, value)  # a size limit: jax locks the folder itself
+        path = os.path.join(str(self.path), f"{key}{suffix}")
+        if os.path.exists(path):
+            return
+        fd, tmp = tempfile.mkstemp(dir=str(self.path), prefix=".writing-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(value)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    cls.put = put
+    return True
 
 
 def pytest_unconfigure(config):
