@@ -13,16 +13,15 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import run  # noqa: E402
 import workloads  # noqa: E402
+from benchmark_runs import tiny_runs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def train_rows():
-    worker = os.path.join(ROOT, "benchmarks", "_worker.py")
-    rows = []
-    for contender in run.TRAIN_CONTENDERS:
-        out = run.measure([worker, contender, "tiny", "adam", "3"])
+    # the worker's runs, one process for all contenders, shared with tests/test_benchmarks.py
+    rows = [tiny_runs()[contender] for contender in run.TRAIN_CONTENDERS]
+    for contender, out in zip(run.TRAIN_CONTENDERS, rows):
         assert "error" not in out, (contender, out)
-        rows.append(out)
     return rows
 
 
