@@ -4,6 +4,8 @@ A tiny-workload run of ``benchmarks/_worker.py`` is almost all interpreter, JAX 
 process per contender made the harness tests spend about 90 s starting 11 interpreters. Here one process
 runs ``_worker.main`` once per cell, exactly as the command line does, and prints its JSON line; the
 command-line path itself (``run.measure`` starting ``_worker.py``) is run by tests/test_benchmarks.py.
+Each test file asks for its own contenders, so that a parallel run (pytest -n) that sends the two files'
+tests to different workers does not run the whole set twice.
 """
 
 from __future__ import annotations
@@ -40,12 +42,7 @@ def measure_in_one_process(cells: list[list[str]]) -> list[dict]:
 
 
 @functools.cache
-def tiny_runs() -> dict[str, dict]:
-    """contender -> its worker output on the tiny workload (Adam, 3 steps), for every optimizer-step and
-    train-step contender of benchmarks/run.py; shared by the harness test files."""
-    sys.path.insert(0, BENCHMARKS)
-    import run
-
-    contenders = run.CONTENDERS + run.TRAIN_CONTENDERS
+def tiny_runs(contenders: tuple[str, ...]) -> dict[str, dict]:
+    """contender -> its worker output on the tiny workload (Adam, 3 steps), all from one process."""
     rows = measure_in_one_process([[c, "tiny", "adam", "3"] for c in contenders])
     return dict(zip(contenders, rows))

@@ -18,7 +18,7 @@ from benchmark_runs import tiny_runs  # noqa: E402
 def tiny_rows():
     # the worker's runs of all contenders in one process (start-up dominates); run.measure's own path,
     # one process per cell, runs in test_gpu_run_reports_what_cannot_run_and_the_bandwidth_target
-    rows = {contender: tiny_runs()[contender] for contender in run.CONTENDERS}
+    rows = tiny_runs(tuple(run.CONTENDERS))
     for contender, out in rows.items():
         assert "error" not in out, (contender, out)
     return rows
