@@ -31,7 +31,10 @@ import funcopt as fo
 from funcopt._src.hparams import OptimizerState
 from tests.optim import internals
 
-STEPS = 25
+# Every step after the first runs the same compiled programs on the same shardings, so placement is
+# proven by the first steps; 8 steps still carry the state through its warm-up (bias corrections,
+# Rprop's step sizes growing and shrinking, schedule-free's averaging) at the same tolerances.
+STEPS = 8
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
 RTOL = 1e-10 if X64 else 1e-5
@@ -178,7 +181,7 @@ def assert_close(a, b, how, what):
 
 
 def functional_follows_parameter_sharding(cls, kw):
-    """init (eager and jax.jit, no out_shardings) and 25 jitted updates keep every state leaf on its
+    """init (eager and jax.jit, no out_shardings) and STEPS jitted updates keep every state leaf on its
     parameter's sharding; the numbers equal the one-device run (bit for bit for EXACT)."""
     mesh = auto_mesh()
     layout = layout_for(cls)
@@ -277,7 +280,7 @@ def functional_inside_shard_map():
         host_params = host_tree(layout, 0)
         params, state = sharded(on_mesh(host_params, layout, mesh), [on_mesh(g, layout, mesh) for g in grads_seq])
         ref_params, ref_state = jax.jit(train)(on_one_device(host_params), on_one_device(grads_seq))
-        # the 25 unrolled steps compile to differently fused programs on the blocks and on one device, so
+        # the STEPS unrolled steps compile to differently fused programs on the blocks and on one device, so
         # the last bits may differ even for exactly rounded operations
         assert_close(params, ref_params, "close", f"{cls.__name__} shard_map params")
         assert_close(state.slots, ref_state.slots, "close", f"{cls.__name__} shard_map state")
