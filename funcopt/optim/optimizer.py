@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -290,8 +291,13 @@ class Optimizer(HookRegistry):
         # Packing concatenates leaves, which would gather parameters that live on several devices
         # (sharded or replicated over a mesh): such groups keep one array per leaf, each where it is.
         on_many_devices = any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 for x in arrays)
+        # A group that asks for a native fused step packs every leaf: the kernel then makes one call per
+        # dtype. With large leaves kept as buffers of their own it made one call per leaf, and XLA copied
+        # around the many aliased calls (ResNet-like tree: 155 ms a step and 174 MB more, against 24 ms).
+        pack_all = bool(hp.get("fused")) and type(self).fused_step is not None
         layout = Layout([np.shape(x) for x in arrays], [x.dtype for x in arrays],
-                        flat=type(self).elementwise and not on_many_devices)
+                        flat=type(self).elementwise and not on_many_devices,
+                        max_packed_size=sys.maxsize if pack_all else None)
         group = _Group(treedef, names, layout, layout.pack(arrays),
                        mask=(jax.tree.map(lambda x: not isinstance(x, MaskedNode), tree,
                                           is_leaf=lambda x: isinstance(x, MaskedNode))

@@ -181,8 +181,8 @@ def test_an_unwritable_cache_folder_builds_into_a_temporary_one(tmp_path):
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MANY_LARGE_BUFFERS = """
 import jax, jax.numpy as jnp, funcopt as fo
-params = {f"w{i}": jnp.full((512, 512), 0.5, jnp.float32) for i in range(6)}
-grads = {k: jnp.full_like(v, 0.1) for k, v in params.items()}
+params = [{"params": {f"w{i}": jnp.full((512, 512), 0.5, jnp.float32)}} for i in range(6)]
+grads = [{k: jnp.full_like(v, 0.1) for k, v in g["params"].items()} for g in params]
 for opt in (fo.optim.Adam(params, lr=0.1, fused=True), fo.optim.SGD(params, lr=0.1, momentum=0.9, fused=True)):
     for _ in range(20):
         opt(grads)
@@ -192,7 +192,7 @@ print("stepped")
 
 
 def test_concurrent_kernels_on_large_kept_leaves_do_not_wait_for_each_other():
-    """Six large leaves, each kept in its own buffer: XLA runs their six kernel calls on its pool at once.
+    """Six param groups of a large leaf each, six buffers: XLA runs their six kernel calls on its pool at once.
 
     Each call splits its buffer over the same pool; a call that held a pool thread while waiting for
     tasks not yet started could wait forever for the others (it did: this ran into the timeout). A
