@@ -133,13 +133,26 @@ def evaluate_hparams(hparams: Mapping[str, Any], step: jax.Array) -> dict[str, A
     return {k: _hparam_map(value, v) for k, v in hparams.items()}
 
 
+# numbers whose conversion to a float32 / float64 hyperparameter is one rounding, done alike by NumPy and XLA
+_HOST_NUMBERS = (int, float, np.integer, np.floating)
+_HOST_ROUNDED = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def hparam_array(v: Any, dtype: Any) -> jax.Array:
     """``v`` as a 0-d array of ``dtype`` that the state owns.
 
     A 1-element array (torch accepts ``torch.tensor([0.1])`` as a learning rate) becomes 0-d. A
     concrete array is copied: the stateful optimizers donate their state to each step, and the
     user's own array (``lr=jnp.asarray(0.1)``) must survive that.
+
+    A Python or NumPy number bound for float32 or float64 is rounded on the host, once, as
+    ``jnp.asarray`` rounds it, and copied to the device: an lr scheduler writes new values before
+    every step, and the eager conversion is a dispatch of its own (about twice the time).
     """
+    if isinstance(v, _HOST_NUMBERS):
+        target = jax.dtypes.canonicalize_dtype(dtype)
+        if target in _HOST_ROUNDED:
+            return jnp.asarray(np.asarray(v, dtype=target))  # a fresh host array: nothing else holds it
     x = jnp.asarray(v, dtype=dtype)
     if x.ndim and x.size == 1:
         x = x.reshape(())
