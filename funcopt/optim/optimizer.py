@@ -773,12 +773,31 @@ class Optimizer(HookRegistry):
         """
         self._model_sync(split=False)
         self._sync_hparams()
+        self._place_state_scalars()
         fn = self._compiled_step()
         new_params, new_states = fn(*self._step_args(fn, grads, present, from_leaves))
         for g, p, s in zip(self._groups, new_params, new_states):
             g.params, g.state = p, s
         self._params_cache = None
         self._model_stepped()
+
+    def _place_state_scalars(self) -> None:
+        """Commit each group's uncommitted state arrays to the devices its step returns them on.
+
+        A state built or edited on the host (the step count, hyperparameters just set) is
+        uncommitted; a step over parameters placed on a mesh or a device returns it committed there,
+        and jit compiles again for arguments placed differently: without this, the second step and
+        every step after an lr edit of a sharded model would compile a program of their own.
+        """
+        for g in self._groups:
+            placement = _scalar_placement(g.params)
+            if placement is None:
+                continue
+            leaves, treedef = jax.tree.flatten(g.state)
+            if any(isinstance(x, jax.Array) and not x.committed for x in leaves):
+                g.state = treedef.unflatten([jax.device_put(x, placement)
+                                             if isinstance(x, jax.Array) and not x.committed else x
+                                             for x in leaves])
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply the accumulated gradients; returns the optimizer, or the closure's loss.
@@ -1166,6 +1185,19 @@ def _flatten_like(tree: Any, treedef: Any, what: str) -> list[Any]:
 
 def _is_pytree_node(x: Any) -> bool:
     return x is not None and jax.tree.structure(x).num_nodes > 1
+
+
+def _scalar_placement(params: list[Any]) -> jax.sharding.Sharding | None:
+    """Where a step over ``params`` puts an array it returns replicated: None for uncommitted parameters."""
+    for p in params:
+        if isinstance(p, jax.Array) and p.committed:
+            sharding = p.sharding
+            if isinstance(sharding, jax.sharding.NamedSharding):
+                return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+            if len(sharding.device_set) == 1:
+                return jax.sharding.SingleDeviceSharding(next(iter(sharding.device_set)))
+            return None
+    return None
 
 
 def _fused_on_vectors(fused_step: Callable[..., Any], params: list[Any], grads: list[Any], state: Any,

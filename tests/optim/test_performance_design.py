@@ -125,3 +125,28 @@ def test_weight_decay_edits_switch_variants_without_compiling_and_follow_torch(c
     # the first step compiles the literal-zero variant only; the general one compiles when the weight decay
     # first leaves 0, and no edit compiles anything after
     assert per_step == [1, 0, 0, 1, 0, 0, 0, 0, 0], per_step
+
+
+def test_parameters_placed_on_a_device_compile_one_step_program_across_lr_edits(compiles):
+    """A step over committed parameters returns its scalars (step count, hyperparameters) committed.
+
+    The state built at construction, and each value an lr edit writes, start uncommitted; jit compiles
+    again for arguments placed differently, so without placing them first the second step and each step
+    after an edit compiled a program of its own. (On a mesh the same holds: tests/sharding.)
+    """
+    device = jax.devices()[-1]
+    params = {"w": jax.device_put(jnp.ones((3, 2)), device), "b": jax.device_put(jnp.zeros(2), device)}
+    grads = {"w": jnp.full((3, 2), 0.1), "b": jnp.full(2, 0.2)}
+    opt = fo.optim.Adam(params, lr=0.1)
+    reference = fo.optim.Adam(jax.tree.map(np.asarray, params), lr=0.1)  # uncommitted: the plain case
+    per_step = []
+    for i, lr in enumerate([0.1, 0.1, 0.05, 0.05, 0.02, 0.01]):
+        for o in (opt, reference):
+            o.param_groups[0]["lr"] = lr
+        before = len(compiles)
+        opt(grads)
+        per_step.append(len(compiles) - before)
+        reference(grads)
+    assert per_step == [1, 0, 0, 0, 0, 0], per_step
+    assert all(x.committed and x.devices() == {device} for x in jax.tree.leaves(internals.group_state(opt)))
+    jax.tree.map(np.testing.assert_array_equal, opt.params, reference.params)
