@@ -1,13 +1,14 @@
 """Checks of sharded parameters and optimizer state, run on 8 simulated CPU devices.
 
 jax reads the device count once, when it starts, so these checks run in a fresh
-process: ``tests/sharding/test_sharding.py`` launches this file with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (and once more with
-``JAX_ENABLE_X64=1``). Run by hand, from the repository (which must be on the path: the
-checks read a group's state through ``tests/optim/internals.py``)::
+process: ``tests/sharding/test_sharding.py`` launches this file once with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``, naming each check with its precision
+(``float32:stateful[Adam]``, ``float64:zero1[Adam]``; see :func:`main`). Run by hand, from the
+repository (which must be on the path: the checks read a group's state through
+``tests/optim/internals.py``)::
 
     PYTHONPATH=. XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-        python tests/sharding/sharding_checks.py [--json out.json] [names...]
+        python tests/sharding/sharding_checks.py [--json out.json] [[float32:|float64:]name...]
 
 Each check prints PASS or FAIL with its traceback; the exit status is 1 if any failed.
 """
@@ -35,10 +36,19 @@ from tests.optim import internals
 # proven by the first steps; 8 steps still carry the state through its warm-up (bias corrections,
 # Rprop's step sizes growing and shrinking, schedule-free's averaging) at the same tolerances.
 STEPS = 8
-X64 = bool(jax.config.jax_enable_x64)
-DTYPE = jnp.float64 if X64 else jnp.float32
-RTOL = 1e-10 if X64 else 1e-5
-ATOL = 1e-12 if X64 else 1e-6
+PRECISIONS = ("float32", "float64")
+
+
+def use_precision(precision: str) -> None:
+    """Set the dtype and tolerances of the checks that follow (the caller switches jax's x64 mode)."""
+    global X64, DTYPE, RTOL, ATOL
+    X64 = precision == "float64"
+    DTYPE = jnp.float64 if X64 else jnp.float32
+    RTOL = 1e-10 if X64 else 1e-5
+    ATOL = 1e-12 if X64 else 1e-6
+
+
+use_precision("float64" if jax.config.jax_enable_x64 else "float32")
 
 # every stateful class (its factory is the functional optimizer), with keywords that exercise its state
 CLASSES = [
@@ -610,6 +620,12 @@ CHECKS.update({
 
 
 def main(argv: list[str]) -> int:
+    """Run the named checks (all if none) and print PASS / FAIL for each.
+
+    A name may carry its precision, ``float64:zero1[Adam]``: one process runs the checks of both
+    precisions (float64 ones with jax's x64 mode switched on around them), which saves a second jax start
+    and the programs both compile alike. A plain name runs in the precision jax started with.
+    """
     out_path = None
     if argv[:1] == ["--json"]:
         out_path, argv = argv[1], argv[2:]
@@ -617,21 +633,27 @@ def main(argv: list[str]) -> int:
         print(f"FAIL setup: {jax.device_count()} devices; run with "
               "XLA_FLAGS=--xla_force_host_platform_device_count=8", flush=True)
         return 2
-    names = argv or list(CHECKS)
-    results = {}
-    for name in names:
+    default = "float64" if jax.config.jax_enable_x64 else "float32"
+    runs = [tuple(a.split(":", 1)) if a.split(":", 1)[0] in PRECISIONS else (default, a)
+            for a in (argv or list(CHECKS))]
+    results: dict[str, dict[str, dict]] = {p: {} for p in PRECISIONS}
+    for precision, name in runs:
         t0 = time.perf_counter()
         try:
-            CHECKS[name]()
-            results[name] = {"ok": True, "seconds": time.perf_counter() - t0}
-            print(f"PASS {name} ({time.perf_counter() - t0:.1f}s)", flush=True)
+            with jax.enable_x64(precision == "float64"):
+                use_precision(precision)
+                # the mode switch took: float64 data stays float64 on the devices
+                assert jax.device_put(np.zeros((), DTYPE)).dtype == DTYPE, f"x64 mode is not on for {precision}"
+                CHECKS[name]()
+            results[precision][name] = {"ok": True, "seconds": time.perf_counter() - t0}
+            print(f"PASS {precision}:{name} ({time.perf_counter() - t0:.1f}s)", flush=True)
         except Exception:  # noqa: BLE001 - every failure is reported, then the next check runs
-            results[name] = {"ok": False, "error": traceback.format_exc()}
-            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+            results[precision][name] = {"ok": False, "error": traceback.format_exc()}
+            print(f"FAIL {precision}:{name}\n{traceback.format_exc()}", flush=True)
     if out_path:
         with open(out_path, "w") as f:
             json.dump(results, f)
-    return 0 if all(r["ok"] for r in results.values()) else 1
+    return 0 if all(r["ok"] for rs in results.values() for r in rs.values()) else 1
 
 
 if __name__ == "__main__":
