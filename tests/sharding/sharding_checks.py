@@ -104,12 +104,14 @@ def explicit_mesh(shape=(4, 2), names=("data", "model")):
     return jax.make_mesh(shape, names, axis_types=(AxisType.Explicit,) * len(shape))
 
 
-# name: (shape, spec on a ('data', 'model') mesh): fully sharded, partly sharded, replicated, 0-d, 1 element
+# name: (shape, spec on a ('data', 'model') mesh): fully sharded, partly sharded, replicated, 0-d, 1 element.
+# The ZeRO-1 checks use the same shapes (replicated; see ZERO1_SPECS), so that the functional and ZeRO-1
+# checks of one optimizer compare against one reference run (reference_run).
 LAYOUT = {
-    "dense.weight": ((16, 8), P("data", "model")),
+    "dense.weight": ((64, 32), P("data", "model")),
     "dense.bias": ((8,), P("model")),
     "embed": ((12, 6), P()),
-    "proj": ((6, 10), P(None, "model")),
+    "proj": ((6, 16), P(None, "model")),
     "scale": ((), P()),
     "one": ((1,), P()),
 }
@@ -136,6 +138,35 @@ def on_one_device(tree):
 
 def grads_sequence(layout, n=STEPS, seed=100):
     return [host_tree(layout, seed + i) for i in range(n)]
+
+
+# keywords of each class in CLASSES: the other checks that run a class use the same ones, and so its reference
+KWARGS = {cls: kw for cls, kw in CLASSES}
+_REFERENCE_RUNS: dict = {}
+
+
+def reference_run(cls, n=STEPS):
+    """The one-device run of ``cls.factory(**KWARGS[cls])`` on ``layout_for(cls)`` from ``host_tree(.., 0)``
+    with ``grads_sequence``: for each of the first ``n`` steps, its (updates, state, params after the step).
+
+    Computed once per class and precision in this process (eager init, jitted update, as the sharded
+    runs it is compared with), and shared by every check that compares that class with one device.
+    """
+    key = (cls, X64)
+    if key not in _REFERENCE_RUNS:
+        layout = layout_for(cls)
+        tx = cls.factory(**KWARGS[cls])
+        params = on_one_device(host_tree(layout, 0))
+        state = tx.init(params)
+        upd = jax.jit(tx.update)
+        steps = []
+        for g in grads_sequence(layout):
+            u, state = upd(on_one_device(g), state, params)
+            params = fo.apply_updates(params, u)
+            steps.append((u, state, params))
+        _REFERENCE_RUNS[key] = steps
+    assert n <= len(_REFERENCE_RUNS[key]), n
+    return _REFERENCE_RUNS[key][:n]
 
 
 def optimizer_states(state):
@@ -202,28 +233,26 @@ def functional_follows_parameter_sharding(cls, kw):
     state = jax.jit(tx.init)(params)
     if cls.__name__ not in NO_JIT_INIT_PLACEMENT:
         check_follows(state, params, "jax.jit(init)")
-    ref_params = on_one_device(host_params)
-    ref_state = jax.jit(tx.init)(ref_params)
+    assert kw == KWARGS[cls]
     upd = jax.jit(tx.update)
     exact = precision(cls)
-    for i, g in enumerate(grads_sequence(layout)):
+    for i, (g, (ru, ref_state, _)) in enumerate(zip(grads_sequence(layout), reference_run(cls))):
         u, state = upd(on_mesh(g, layout, mesh), state, params)
-        ru, ref_state = upd(on_one_device(g), ref_state, ref_params)
-        params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
+        params = fo.apply_updates(params, u)
         check_follows(state, params, f"update {i}")
         for k, p in params.items():
             assert p.sharding.is_equivalent_to(NamedSharding(mesh, layout[k][1]), p.ndim), f"param {k} moved"
         assert_close(u, ru, exact, f"step {i} updates")
         assert_close(optimizer_states(state)[0].slots, optimizer_states(ref_state)[0].slots, exact,
                      f"step {i} state")
-    assert_close(params, ref_params, exact, "final params")
+    assert_close(params, reference_run(cls)[-1][2], exact, "final params")
 
 
 def functional_jit_with_shardings():
     """jax.jit with in_shardings / out_shardings taken from the state: runs, keeps them, same numbers."""
     mesh = auto_mesh()
-    for cls, kw in [(fo.optim.Adam, dict(lr=0.05)), (fo.optim.Adafactor, dict(lr=0.05))]:
-        tx = cls.factory(**kw)
+    for cls in (fo.optim.Adam, fo.optim.Adafactor):
+        tx = cls.factory(**KWARGS[cls])
         host_params = host_tree(LAYOUT, 0)
         params = on_mesh(host_params, LAYOUT, mesh)
         p_sh = jax.tree.map(lambda x: x.sharding, params)
@@ -233,22 +262,18 @@ def functional_jit_with_shardings():
         step = jax.jit(tx.update, in_shardings=(p_sh, s_sh, p_sh),
                        out_shardings=(p_sh, s_sh), donate_argnums=(1,))
         state = init(params)
-        ref_params = on_one_device(host_params)
-        ref_state = tx.init(ref_params)
         for g in grads_sequence(LAYOUT, n=5):
             u, state = step(on_mesh(g, LAYOUT, mesh), state, params)
-            ru, ref_state = jax.jit(tx.update)(on_one_device(g), ref_state, ref_params)
-            params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
+            params = fo.apply_updates(params, u)
         check_follows(state, params, f"{cls.__name__} jit with shardings")
-        assert_close(params, ref_params, precision(cls), cls.__name__)
+        assert_close(params, reference_run(cls, n=5)[-1][2], precision(cls), cls.__name__)
 
 
 def functional_explicit_axes():
     """With explicit mesh axes (jax.set_mesh), jax.jit(init) and update keep the parameters' shardings."""
     mesh = explicit_mesh()
-    for cls, kw in [(fo.optim.Adam, dict(lr=0.05)), (fo.optim.Adafactor, dict(lr=0.05)),
-                    (fo.optim.Rprop, dict(lr=0.01)), (fo.optim.LAMB, dict(lr=0.05))]:
-        tx = cls.factory(**kw)
+    for cls in (fo.optim.Adam, fo.optim.Adafactor, fo.optim.Rprop, fo.optim.LAMB):
+        tx = cls.factory(**KWARGS[cls])
         host_params = host_tree(LAYOUT, 0)
         with jax.set_mesh(mesh):
             params = on_mesh(host_params, LAYOUT, mesh)
@@ -258,12 +283,7 @@ def functional_explicit_axes():
                 u, state = jax.jit(tx.update)(on_mesh(g, LAYOUT, mesh), state, params)
                 params = fo.apply_updates(params, u)
             check_follows(state, params, f"{cls.__name__} explicit update")
-        ref_params, ref_state = on_one_device(host_params), None
-        ref_state = tx.init(ref_params)
-        for g in grads_sequence(LAYOUT, n=3):
-            ru, ref_state = jax.jit(tx.update)(on_one_device(g), ref_state, ref_params)
-            ref_params = fo.apply_updates(ref_params, ru)
-        assert_close(params, ref_params, precision(cls), cls.__name__)
+        assert_close(params, reference_run(cls, n=3)[-1][2], precision(cls), cls.__name__)
 
 
 def functional_inside_shard_map():
@@ -312,9 +332,11 @@ def tree_utils_keep_sharding():
 
 # ----------------------------------------------------------------------------- ZeRO-1
 
-# parameters replicated over the data axis (8 devices); expected state split: the first dimension 8 divides
-ZERO1_LAYOUT = {"w": ((64, 32), P()), "v": ((6, 16), P()), "b": ((7,), P()), "s": ((), P())}
-ZERO1_SPECS = {"w": P("data"), "v": P(None, "data"), "b": P(), "s": P()}
+# LAYOUT's parameters replicated over the data axis (8 devices); expected state split: the first dimension
+# 8 divides (the weight, the bias), else the second (proj), else none (embed: 12 x 6, the 0-d and the 1-element)
+ZERO1_LAYOUT = {k: (shape, P()) for k, (shape, _) in LAYOUT.items()}
+ZERO1_SPECS = {"dense.weight": P("data"), "dense.bias": P("data"), "embed": P(), "proj": P(None, "data"),
+               "scale": P(), "one": P()}
 
 
 def _spec_eq(sharding, spec, ndim):
@@ -331,8 +353,8 @@ def zero1_state_split_and_exact(cls, kw):
     host_params = host_tree(layout, 0)
     params = on_mesh(host_params, layout, mesh)
     state = jax.jit(tx.init)(params)
-    ref_params = on_one_device(host_params)
-    ref_state = base.init(ref_params)
+    assert kw == KWARGS[cls]
+    ref_state = base.init(on_one_device(host_params))
 
     def check_split(state, where):
         for s in optimizer_states(state):
@@ -364,12 +386,11 @@ def zero1_state_split_and_exact(cls, kw):
     if cls is not fo.optim.Adafactor:  # Adafactor's factored moments are mostly too small to split
         assert expected < 0.2 * full, f"ZeRO-1 keeps {expected} of {full} state bytes per device"
     upd = jax.jit(tx.update)
-    for i, g in enumerate(grads_sequence(layout)):
+    for i, (g, (ru, ref_state, _)) in enumerate(zip(grads_sequence(layout), reference_run(cls))):
         u, state = upd(on_mesh(g, layout, mesh), state, params)
-        ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
         for k, x in u.items():
             assert x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8, (k, x.sharding)
-        params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
+        params = fo.apply_updates(params, u)
         assert_close(u, ru, precision(cls), f"step {i} updates")
         assert_close([s.slots for s in optimizer_states(state)], [s.slots for s in optimizer_states(ref_state)],
                      precision(cls), f"step {i} state")
@@ -388,7 +409,7 @@ def zero1_gathers_only_the_updates():
     kinds = {k for _, _, k in ops}
     assert kinds == {"all-gather"}, f"unexpected collectives {ops}"
     gathered = sorted(int(np.prod([int(d) for d in dims.split(",") if d])) for _, dims, _ in ops)
-    split = sorted(int(np.prod(ZERO1_LAYOUT[k][0])) for k in ("w", "v"))
+    split = sorted(int(np.prod(ZERO1_LAYOUT[k][0])) for k, spec in ZERO1_SPECS.items() if any(spec))
     assert gathered == split, f"gathered {gathered} elements, expected the split updates {split}"
 
 
@@ -442,10 +463,15 @@ def zero1_with_model_parallel_and_state_form():
     params_layout = {"w": ((64, 32), P(None, "model")), "b": ((8,), P("model")), "v": ((6, 16), P())}
     want = {"w": P("data", "model"), "b": P(("model", "data")), "v": P(None, "data")}
     p_specs = {k: v[1] for k, v in params_layout.items()}
+    base = fo.adam(lr=0.05)
+    host_params = host_tree(params_layout, 0)
+    # the one-device reference, once for both meshes
+    ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
+    for g in grads_sequence(params_layout, n=3):
+        ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
+        ref_params = fo.apply_updates(ref_params, ru)
     for mesh in (auto_mesh(), explicit_mesh()):
-        base = fo.adam(lr=0.05)
         tx = fo.shard_optimizer_state(base, mesh, "data", param_sharding=p_specs)
-        host_params = host_tree(params_layout, 0)
         with jax.set_mesh(mesh):
             params = on_mesh(host_params, params_layout, mesh)
             state = jax.jit(tx.init)(params)
@@ -458,10 +484,6 @@ def zero1_with_model_parallel_and_state_form():
             for k, spec in want.items():
                 x = state.slots[slot][k]
                 assert _spec_eq(x.sharding, spec, x.ndim), (str(mesh), slot, k, x.sharding.spec)
-        ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
-        for g in grads_sequence(params_layout, n=3):
-            ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
-            ref_params = fo.apply_updates(ref_params, ru)
         assert_close(params, ref_params, "close", "model-parallel ZeRO-1 params")
         assert_close(state.slots, ref_state.slots, "close", "model-parallel ZeRO-1 state")
     # state form: an existing (unsharded) state placed on the ZeRO-1 shardings, values untouched
@@ -484,17 +506,24 @@ def zero1_eager_and_optax():
 
     mesh = auto_mesh((8,), ("data",))
     host_params = host_tree(ZERO1_LAYOUT, 0)
-    for base, run in ((fo.sgd(lr=0.1, momentum=0.9), lambda f: f), (optax.adam(0.05), jax.jit)):
+    sgd = fo.optim.SGD.factory(**KWARGS[fo.optim.SGD])  # its one-device run is reference_run's
+    for base, run in ((sgd, lambda f: f), (optax.adam(0.05), jax.jit)):
         tx = fo.shard_optimizer_state(base, mesh, "data")
         params = on_mesh(host_params, ZERO1_LAYOUT, mesh)
         state = run(tx.init)(params)
-        ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
+        if base is sgd:
+            ref_params = reference_run(fo.optim.SGD, n=5)[-1][2]
+        else:
+            ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
+            for g in grads_sequence(ZERO1_LAYOUT, n=5):
+                ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
+                ref_params = fo.apply_updates(ref_params, ru)
         for g in grads_sequence(ZERO1_LAYOUT, n=5):
             u, state = run(tx.update)(on_mesh(g, ZERO1_LAYOUT, mesh), state, params)
-            ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
-            params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
-        split = [x for x in jax.tree.leaves(state) if x.shape == ZERO1_LAYOUT["w"][0]]
-        assert split and all(_spec_eq(x.sharding, ZERO1_SPECS["w"], 2) for x in split), [x.sharding for x in split]
+            params = fo.apply_updates(params, u)
+        split = [x for x in jax.tree.leaves(state) if x.shape == ZERO1_LAYOUT["dense.weight"][0]]
+        assert split and all(_spec_eq(x.sharding, ZERO1_SPECS["dense.weight"], 2) for x in split), (
+            [x.sharding for x in split])
         assert_close(params, ref_params, "close", type(base).__name__)
 
 
