@@ -1,13 +1,14 @@
 """Checks of sharded parameters and optimizer state, run on 8 simulated CPU devices.
 
 jax reads the device count once, when it starts, so these checks run in a fresh
-process: ``tests/sharding/test_sharding.py`` launches this file with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (and once more with
-``JAX_ENABLE_X64=1``). Run by hand, from the repository (which must be on the path: the
-checks read a group's state through ``tests/optim/internals.py``)::
+process: ``tests/sharding/test_sharding.py`` launches this file once with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``, naming each check with its precision
+(``float32:stateful[Adam]``, ``float64:zero1[Adam]``; see :func:`main`). Run by hand, from the
+repository (which must be on the path: the checks read a group's state through
+``tests/optim/internals.py``)::
 
     PYTHONPATH=. XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-        python tests/sharding/sharding_checks.py [--json out.json] [names...]
+        python tests/sharding/sharding_checks.py [--json out.json] [[float32:|float64:]name...]
 
 Each check prints PASS or FAIL with its traceback; the exit status is 1 if any failed.
 """
@@ -35,10 +36,19 @@ from tests.optim import internals
 # proven by the first steps; 8 steps still carry the state through its warm-up (bias corrections,
 # Rprop's step sizes growing and shrinking, schedule-free's averaging) at the same tolerances.
 STEPS = 8
-X64 = bool(jax.config.jax_enable_x64)
-DTYPE = jnp.float64 if X64 else jnp.float32
-RTOL = 1e-10 if X64 else 1e-5
-ATOL = 1e-12 if X64 else 1e-6
+PRECISIONS = ("float32", "float64")
+
+
+def use_precision(precision: str) -> None:
+    """Set the dtype and tolerances of the checks that follow (the caller switches jax's x64 mode)."""
+    global X64, DTYPE, RTOL, ATOL
+    X64 = precision == "float64"
+    DTYPE = jnp.float64 if X64 else jnp.float32
+    RTOL = 1e-10 if X64 else 1e-5
+    ATOL = 1e-12 if X64 else 1e-6
+
+
+use_precision("float64" if jax.config.jax_enable_x64 else "float32")
 
 # every stateful class (its factory is the functional optimizer), with keywords that exercise its state
 CLASSES = [
@@ -94,12 +104,15 @@ def explicit_mesh(shape=(4, 2), names=("data", "model")):
     return jax.make_mesh(shape, names, axis_types=(AxisType.Explicit,) * len(shape))
 
 
-# name: (shape, spec on a ('data', 'model') mesh): fully sharded, partly sharded, replicated, 0-d, 1 element
+# name: (shape, spec on a ('data', 'model') mesh): fully sharded, partly sharded, replicated, 0-d, 1 element.
+# The ZeRO-1 checks use the same shapes (replicated; see ZERO1_SPECS), so that the functional and ZeRO-1
+# checks of one optimizer compare against one reference run (reference_run). The shapes are small (XLA
+# compiles small blocks faster) but keep most of the state in leaves ZeRO-1 splits over 8 devices.
 LAYOUT = {
-    "dense.weight": ((16, 8), P("data", "model")),
+    "dense.weight": ((32, 8), P("data", "model")),
     "dense.bias": ((8,), P("model")),
-    "embed": ((12, 6), P()),
-    "proj": ((6, 10), P(None, "model")),
+    "embed": ((3, 5), P()),
+    "proj": ((6, 8), P(None, "model")),
     "scale": ((), P()),
     "one": ((1,), P()),
 }
@@ -126,6 +139,35 @@ def on_one_device(tree):
 
 def grads_sequence(layout, n=STEPS, seed=100):
     return [host_tree(layout, seed + i) for i in range(n)]
+
+
+# keywords of each class in CLASSES: the other checks that run a class use the same ones, and so its reference
+KWARGS = {cls: kw for cls, kw in CLASSES}
+_REFERENCE_RUNS: dict = {}
+
+
+def reference_run(cls, n=STEPS):
+    """The one-device run of ``cls.factory(**KWARGS[cls])`` on ``layout_for(cls)`` from ``host_tree(.., 0)``
+    with ``grads_sequence``: for each of the first ``n`` steps, its (updates, state, params after the step).
+
+    Computed once per class and precision in this process (eager init, jitted update, as the sharded
+    runs it is compared with), and shared by every check that compares that class with one device.
+    """
+    key = (cls, X64)
+    if key not in _REFERENCE_RUNS:
+        layout = layout_for(cls)
+        tx = cls.factory(**KWARGS[cls])
+        params = on_one_device(host_tree(layout, 0))
+        state = tx.init(params)
+        upd = jax.jit(tx.update)
+        steps = []
+        for g in grads_sequence(layout):
+            u, state = upd(on_one_device(g), state, params)
+            params = fo.apply_updates(params, u)
+            steps.append((u, state, params))
+        _REFERENCE_RUNS[key] = steps
+    assert n <= len(_REFERENCE_RUNS[key]), n
+    return _REFERENCE_RUNS[key][:n]
 
 
 def optimizer_states(state):
@@ -192,28 +234,26 @@ def functional_follows_parameter_sharding(cls, kw):
     state = jax.jit(tx.init)(params)
     if cls.__name__ not in NO_JIT_INIT_PLACEMENT:
         check_follows(state, params, "jax.jit(init)")
-    ref_params = on_one_device(host_params)
-    ref_state = jax.jit(tx.init)(ref_params)
+    assert kw == KWARGS[cls]
     upd = jax.jit(tx.update)
     exact = precision(cls)
-    for i, g in enumerate(grads_sequence(layout)):
+    for i, (g, (ru, ref_state, _)) in enumerate(zip(grads_sequence(layout), reference_run(cls))):
         u, state = upd(on_mesh(g, layout, mesh), state, params)
-        ru, ref_state = upd(on_one_device(g), ref_state, ref_params)
-        params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
+        params = fo.apply_updates(params, u)
         check_follows(state, params, f"update {i}")
         for k, p in params.items():
             assert p.sharding.is_equivalent_to(NamedSharding(mesh, layout[k][1]), p.ndim), f"param {k} moved"
         assert_close(u, ru, exact, f"step {i} updates")
         assert_close(optimizer_states(state)[0].slots, optimizer_states(ref_state)[0].slots, exact,
                      f"step {i} state")
-    assert_close(params, ref_params, exact, "final params")
+    assert_close(params, reference_run(cls)[-1][2], exact, "final params")
 
 
 def functional_jit_with_shardings():
     """jax.jit with in_shardings / out_shardings taken from the state: runs, keeps them, same numbers."""
     mesh = auto_mesh()
-    for cls, kw in [(fo.optim.Adam, dict(lr=0.05)), (fo.optim.Adafactor, dict(lr=0.05))]:
-        tx = cls.factory(**kw)
+    for cls in (fo.optim.Adam, fo.optim.Adafactor):
+        tx = cls.factory(**KWARGS[cls])
         host_params = host_tree(LAYOUT, 0)
         params = on_mesh(host_params, LAYOUT, mesh)
         p_sh = jax.tree.map(lambda x: x.sharding, params)
@@ -223,22 +263,18 @@ def functional_jit_with_shardings():
         step = jax.jit(tx.update, in_shardings=(p_sh, s_sh, p_sh),
                        out_shardings=(p_sh, s_sh), donate_argnums=(1,))
         state = init(params)
-        ref_params = on_one_device(host_params)
-        ref_state = tx.init(ref_params)
         for g in grads_sequence(LAYOUT, n=5):
             u, state = step(on_mesh(g, LAYOUT, mesh), state, params)
-            ru, ref_state = jax.jit(tx.update)(on_one_device(g), ref_state, ref_params)
-            params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
+            params = fo.apply_updates(params, u)
         check_follows(state, params, f"{cls.__name__} jit with shardings")
-        assert_close(params, ref_params, precision(cls), cls.__name__)
+        assert_close(params, reference_run(cls, n=5)[-1][2], precision(cls), cls.__name__)
 
 
 def functional_explicit_axes():
     """With explicit mesh axes (jax.set_mesh), jax.jit(init) and update keep the parameters' shardings."""
     mesh = explicit_mesh()
-    for cls, kw in [(fo.optim.Adam, dict(lr=0.05)), (fo.optim.Adafactor, dict(lr=0.05)),
-                    (fo.optim.Rprop, dict(lr=0.01)), (fo.optim.LAMB, dict(lr=0.05))]:
-        tx = cls.factory(**kw)
+    for cls in (fo.optim.Adam, fo.optim.Adafactor, fo.optim.Rprop, fo.optim.LAMB):
+        tx = cls.factory(**KWARGS[cls])
         host_params = host_tree(LAYOUT, 0)
         with jax.set_mesh(mesh):
             params = on_mesh(host_params, LAYOUT, mesh)
@@ -248,12 +284,7 @@ def functional_explicit_axes():
                 u, state = jax.jit(tx.update)(on_mesh(g, LAYOUT, mesh), state, params)
                 params = fo.apply_updates(params, u)
             check_follows(state, params, f"{cls.__name__} explicit update")
-        ref_params, ref_state = on_one_device(host_params), None
-        ref_state = tx.init(ref_params)
-        for g in grads_sequence(LAYOUT, n=3):
-            ru, ref_state = jax.jit(tx.update)(on_one_device(g), ref_state, ref_params)
-            ref_params = fo.apply_updates(ref_params, ru)
-        assert_close(params, ref_params, precision(cls), cls.__name__)
+        assert_close(params, reference_run(cls, n=3)[-1][2], precision(cls), cls.__name__)
 
 
 def functional_inside_shard_map():
@@ -302,9 +333,11 @@ def tree_utils_keep_sharding():
 
 # ----------------------------------------------------------------------------- ZeRO-1
 
-# parameters replicated over the data axis (8 devices); expected state split: the first dimension 8 divides
-ZERO1_LAYOUT = {"w": ((64, 32), P()), "v": ((6, 16), P()), "b": ((7,), P()), "s": ((), P())}
-ZERO1_SPECS = {"w": P("data"), "v": P(None, "data"), "b": P(), "s": P()}
+# LAYOUT's parameters replicated over the data axis (8 devices); expected state split: the first dimension
+# 8 divides (the weight, the bias), else the second (proj), else none (embed: 3 x 5, the 0-d and the 1-element)
+ZERO1_LAYOUT = {k: (shape, P()) for k, (shape, _) in LAYOUT.items()}
+ZERO1_SPECS = {"dense.weight": P("data"), "dense.bias": P("data"), "embed": P(), "proj": P(None, "data"),
+               "scale": P(), "one": P()}
 
 
 def _spec_eq(sharding, spec, ndim):
@@ -321,8 +354,8 @@ def zero1_state_split_and_exact(cls, kw):
     host_params = host_tree(layout, 0)
     params = on_mesh(host_params, layout, mesh)
     state = jax.jit(tx.init)(params)
-    ref_params = on_one_device(host_params)
-    ref_state = base.init(ref_params)
+    assert kw == KWARGS[cls]
+    ref_state = base.init(on_one_device(host_params))
 
     def check_split(state, where):
         for s in optimizer_states(state):
@@ -354,12 +387,11 @@ def zero1_state_split_and_exact(cls, kw):
     if cls is not fo.optim.Adafactor:  # Adafactor's factored moments are mostly too small to split
         assert expected < 0.2 * full, f"ZeRO-1 keeps {expected} of {full} state bytes per device"
     upd = jax.jit(tx.update)
-    for i, g in enumerate(grads_sequence(layout)):
+    for i, (g, (ru, ref_state, _)) in enumerate(zip(grads_sequence(layout), reference_run(cls))):
         u, state = upd(on_mesh(g, layout, mesh), state, params)
-        ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
         for k, x in u.items():
             assert x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8, (k, x.sharding)
-        params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
+        params = fo.apply_updates(params, u)
         assert_close(u, ru, precision(cls), f"step {i} updates")
         assert_close([s.slots for s in optimizer_states(state)], [s.slots for s in optimizer_states(ref_state)],
                      precision(cls), f"step {i} state")
@@ -378,7 +410,7 @@ def zero1_gathers_only_the_updates():
     kinds = {k for _, _, k in ops}
     assert kinds == {"all-gather"}, f"unexpected collectives {ops}"
     gathered = sorted(int(np.prod([int(d) for d in dims.split(",") if d])) for _, dims, _ in ops)
-    split = sorted(int(np.prod(ZERO1_LAYOUT[k][0])) for k in ("w", "v"))
+    split = sorted(int(np.prod(ZERO1_LAYOUT[k][0])) for k, spec in ZERO1_SPECS.items() if any(spec))
     assert gathered == split, f"gathered {gathered} elements, expected the split updates {split}"
 
 
@@ -432,10 +464,15 @@ def zero1_with_model_parallel_and_state_form():
     params_layout = {"w": ((64, 32), P(None, "model")), "b": ((8,), P("model")), "v": ((6, 16), P())}
     want = {"w": P("data", "model"), "b": P(("model", "data")), "v": P(None, "data")}
     p_specs = {k: v[1] for k, v in params_layout.items()}
+    base = fo.adam(lr=0.05)
+    host_params = host_tree(params_layout, 0)
+    # the one-device reference, once for both meshes
+    ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
+    for g in grads_sequence(params_layout, n=3):
+        ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
+        ref_params = fo.apply_updates(ref_params, ru)
     for mesh in (auto_mesh(), explicit_mesh()):
-        base = fo.adam(lr=0.05)
         tx = fo.shard_optimizer_state(base, mesh, "data", param_sharding=p_specs)
-        host_params = host_tree(params_layout, 0)
         with jax.set_mesh(mesh):
             params = on_mesh(host_params, params_layout, mesh)
             state = jax.jit(tx.init)(params)
@@ -448,10 +485,6 @@ def zero1_with_model_parallel_and_state_form():
             for k, spec in want.items():
                 x = state.slots[slot][k]
                 assert _spec_eq(x.sharding, spec, x.ndim), (str(mesh), slot, k, x.sharding.spec)
-        ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
-        for g in grads_sequence(params_layout, n=3):
-            ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
-            ref_params = fo.apply_updates(ref_params, ru)
         assert_close(params, ref_params, "close", "model-parallel ZeRO-1 params")
         assert_close(state.slots, ref_state.slots, "close", "model-parallel ZeRO-1 state")
     # state form: an existing (unsharded) state placed on the ZeRO-1 shardings, values untouched
@@ -474,17 +507,24 @@ def zero1_eager_and_optax():
 
     mesh = auto_mesh((8,), ("data",))
     host_params = host_tree(ZERO1_LAYOUT, 0)
-    for base, run in ((fo.sgd(lr=0.1, momentum=0.9), lambda f: f), (optax.adam(0.05), jax.jit)):
+    sgd = fo.optim.SGD.factory(**KWARGS[fo.optim.SGD])  # its one-device run is reference_run's
+    for base, run in ((sgd, lambda f: f), (optax.adam(0.05), jax.jit)):
         tx = fo.shard_optimizer_state(base, mesh, "data")
         params = on_mesh(host_params, ZERO1_LAYOUT, mesh)
         state = run(tx.init)(params)
-        ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
+        if base is sgd:
+            ref_params = reference_run(fo.optim.SGD, n=5)[-1][2]
+        else:
+            ref_params, ref_state = on_one_device(host_params), base.init(on_one_device(host_params))
+            for g in grads_sequence(ZERO1_LAYOUT, n=5):
+                ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
+                ref_params = fo.apply_updates(ref_params, ru)
         for g in grads_sequence(ZERO1_LAYOUT, n=5):
             u, state = run(tx.update)(on_mesh(g, ZERO1_LAYOUT, mesh), state, params)
-            ru, ref_state = jax.jit(base.update)(on_one_device(g), ref_state, ref_params)
-            params, ref_params = fo.apply_updates(params, u), fo.apply_updates(ref_params, ru)
-        split = [x for x in jax.tree.leaves(state) if x.shape == ZERO1_LAYOUT["w"][0]]
-        assert split and all(_spec_eq(x.sharding, ZERO1_SPECS["w"], 2) for x in split), [x.sharding for x in split]
+            params = fo.apply_updates(params, u)
+        split = [x for x in jax.tree.leaves(state) if x.shape == ZERO1_LAYOUT["dense.weight"][0]]
+        assert split and all(_spec_eq(x.sharding, ZERO1_SPECS["dense.weight"], 2) for x in split), (
+            [x.sharding for x in split])
         assert_close(params, ref_params, "close", type(base).__name__)
 
 
@@ -610,6 +650,12 @@ CHECKS.update({
 
 
 def main(argv: list[str]) -> int:
+    """Run the named checks (all if none) and print PASS / FAIL for each.
+
+    A name may carry its precision, ``float64:zero1[Adam]``: one process runs the checks of both
+    precisions (float64 ones with jax's x64 mode switched on around them), which saves a second jax start
+    and the programs both compile alike. A plain name runs in the precision jax started with.
+    """
     out_path = None
     if argv[:1] == ["--json"]:
         out_path, argv = argv[1], argv[2:]
@@ -617,21 +663,27 @@ def main(argv: list[str]) -> int:
         print(f"FAIL setup: {jax.device_count()} devices; run with "
               "XLA_FLAGS=--xla_force_host_platform_device_count=8", flush=True)
         return 2
-    names = argv or list(CHECKS)
-    results = {}
-    for name in names:
+    default = "float64" if jax.config.jax_enable_x64 else "float32"
+    runs = [tuple(a.split(":", 1)) if a.split(":", 1)[0] in PRECISIONS else (default, a)
+            for a in (argv or list(CHECKS))]
+    results: dict[str, dict[str, dict]] = {p: {} for p in PRECISIONS}
+    for precision, name in runs:
         t0 = time.perf_counter()
         try:
-            CHECKS[name]()
-            results[name] = {"ok": True, "seconds": time.perf_counter() - t0}
-            print(f"PASS {name} ({time.perf_counter() - t0:.1f}s)", flush=True)
+            with jax.enable_x64(precision == "float64"):
+                use_precision(precision)
+                # the mode switch took: float64 data stays float64 on the devices
+                assert jax.device_put(np.zeros((), DTYPE)).dtype == DTYPE, f"x64 mode is not on for {precision}"
+                CHECKS[name]()
+            results[precision][name] = {"ok": True, "seconds": time.perf_counter() - t0}
+            print(f"PASS {precision}:{name} ({time.perf_counter() - t0:.1f}s)", flush=True)
         except Exception:  # noqa: BLE001 - every failure is reported, then the next check runs
-            results[name] = {"ok": False, "error": traceback.format_exc()}
-            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+            results[precision][name] = {"ok": False, "error": traceback.format_exc()}
+            print(f"FAIL {precision}:{name}\n{traceback.format_exc()}", flush=True)
     if out_path:
         with open(out_path, "w") as f:
             json.dump(results, f)
-    return 0 if all(r["ok"] for r in results.values()) else 1
+    return 0 if all(r["ok"] for rs in results.values() for r in rs.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Sharded parameters and optimizer state (functional API, ZeRO-1, stateful API) on 8 simulated devices.
 
 jax fixes its device count when it starts, so the checks in ``sharding_checks.py`` run in a fresh
-process with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: once in float32 (every check) and
-once with ``JAX_ENABLE_X64=1`` (the numerical comparisons). Each check is a test of its own; the checks of
-one precision share one process (started by the first of them that runs, in each pytest process), which
-saves a jax start and the small programs every check compiles again in a process of its own. A failing
-check reports its traceback, and a crashed process the end of its output.
+process with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: every check in float32, and the
+numerical comparisons again in float64 (jax's x64 mode switched on around them, in the same process).
+Each check is a test of its own; all of them share one process (started by the first of them that runs,
+in each pytest process), which saves jax starts and the small programs every check would compile again
+in a process of its own. A failing check reports its traceback, and a crashed process the end of its
+output.
 """
 
 from __future__ import annotations
@@ -39,27 +40,27 @@ X64_NAMES = [n for n in NAMES if n.startswith(("functional_follows[", "zero1["))
 CHECKS = {"float32": NAMES, "float64": X64_NAMES}
 CASES = [(precision, name) for precision, names in CHECKS.items() for name in names]
 
-# precision -> (results by check name, the process's output), once per pytest process
-_RUNS: dict[str, tuple[dict, str]] = {}
+# (results by precision and check name, the process's output), once per pytest process
+_RUN: list[tuple[dict, str]] = []
 
 
-def _run(precision: str) -> tuple[dict, str]:
-    if precision not in _RUNS:
+def _run() -> tuple[dict, str]:
+    if not _RUN:
         env = dict(os.environ)
         flags = [f for f in env.get("XLA_FLAGS", "").split()
                  if not f.startswith("--xla_force_host_platform_device_count")]
         env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=8"])
         env["JAX_PLATFORMS"] = "cpu"
-        env["JAX_ENABLE_X64"] = "1" if precision == "float64" else "0"
+        env["JAX_ENABLE_X64"] = "0"  # the float64 checks switch x64 on around themselves
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "results.json"
-            proc = subprocess.run([sys.executable, str(SCRIPT), "--json", str(out), *CHECKS[precision]], env=env,
-                                  cwd=REPO, capture_output=True, text=True, timeout=1800)
+            proc = subprocess.run([sys.executable, str(SCRIPT), "--json", str(out), *[f"{p}:{n}" for p, n in CASES]],
+                                  env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
             results = json.loads(out.read_text()) if out.exists() else {}
-        _RUNS[precision] = results, (f"the check process exited with status {proc.returncode}; its output ends "
-                                     f"with:\n{(proc.stdout + proc.stderr)[-6000:]}")
-    return _RUNS[precision]
+        _RUN.append((results, f"the check process exited with status {proc.returncode}; its output ends "
+                              f"with:\n{(proc.stdout + proc.stderr)[-6000:]}"))
+    return _RUN[0]
 
 
 def test_every_check_is_run():
@@ -70,7 +71,8 @@ def test_every_check_is_run():
 @pytest.mark.slow
 @pytest.mark.parametrize("precision, name", CASES, ids=[f"{p}-{n}" for p, n in CASES])
 def test_sharded(precision, name):
-    results, output = _run(precision)
+    results, output = _run()
+    results = results.get(precision, {})
     if name not in results:
         pytest.fail(f"{name} ({precision}, 8 simulated devices) did not report: {output}", pytrace=False)
     if not results[name]["ok"]:
