@@ -30,14 +30,12 @@ import torch
 import funcopt as fo
 from funcopt._src.state_dtype import STATE_DTYPE_ARGS
 from tests.reference.harness import (
-    SharedRuns,
     assert_state_close,
     assert_trajectories_close,
     make_grads,
     make_params,
     precision,
     run_funcopt,
-    run_funcopt_many,
     run_torch,
 )
 
@@ -146,11 +144,6 @@ def _check_state(name, state, opt, tparams, dtype):
     assert int(state.step) == int(opt.state[tparams[0]]["step"]) == STEPS
 
 
-# Every case of a dtype steps in one compiled program (they share parameters and gradients).
-_RUNS = SharedRuns(lambda params, grads, dtype: run_funcopt_many(
-    [getattr(fo, name)(**kw) for name, kw in CASES], params, grads))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_matches_torch(case, dtype):
@@ -159,7 +152,7 @@ def test_matches_torch(case, dtype):
     with precision(dtype), _torch_scalars_like(name, dtype):
         params = make_params(dtype)
         grads = make_grads(params, STEPS)
-        ours, state = _RUNS.get((np.dtype(dtype).name,), CASES.index(case), params, grads)
+        ours, state = run_funcopt(getattr(fo, name)(**kw), params, grads)
         theirs, opt, tparams = run_torch(lambda p: tcls(p, **kw), params, grads)
         assert_trajectories_close(ours, theirs, dtype)
         _check_state(name, state, opt, tparams, dtype)
@@ -178,11 +171,6 @@ COMPLEX_CASES = {
 }
 
 
-# every optimizer's complex case of a dtype in one compiled program
-_COMPLEX_RUNS = SharedRuns(lambda params, grads, dtype: run_funcopt_many(
-    [getattr(fo, name)(**kw) for name, kw in COMPLEX_CASES.items()], params, grads))
-
-
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("name", sorted(COMPLEX_CASES))
 def test_complex_params_match_torch(name, dtype):
@@ -191,7 +179,7 @@ def test_complex_params_match_torch(name, dtype):
     with precision(dtype), _torch_scalars_like(name, dtype):
         params = make_params(dtype)
         grads = make_grads(params, STEPS)
-        ours, state = _COMPLEX_RUNS.get((np.dtype(dtype).name,), list(COMPLEX_CASES).index(name), params, grads)
+        ours, state = run_funcopt(getattr(fo, name)(**kw), params, grads)
         theirs, opt, tparams = run_torch(lambda p: tcls(p, **kw), params, grads)
         assert_trajectories_close(ours, theirs, dtype)
         _check_state(name, state, opt, tparams, dtype)
