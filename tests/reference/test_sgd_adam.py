@@ -10,13 +10,12 @@ import torch
 import funcopt as fo
 from funcopt._src.state_dtype import STATE_DTYPE_ARGS
 from tests.reference.harness import (
-    SharedRuns,
     assert_state_close,
     assert_trajectories_close,
     make_grads,
     make_params,
     precision,
-    run_funcopt_many,
+    run_funcopt,
     run_torch,
 )
 
@@ -42,20 +41,13 @@ def _adam_cases():
                    maximize=maximize, decoupled_weight_decay=decoupled)
 
 
-SGD_CASES, ADAM_CASES = list(_sgd_cases()), list(_adam_cases())
-# each table's cases of a dtype step in one compiled program (they share parameters and gradients)
-_SGD_RUNS = SharedRuns(lambda params, grads, dtype: run_funcopt_many([fo.sgd(**kw) for kw in SGD_CASES], params, grads))
-_ADAM_RUNS = SharedRuns(
-    lambda params, grads, dtype: run_funcopt_many([fo.adam(**kw) for kw in ADAM_CASES], params, grads))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kw", SGD_CASES, ids=str)
+@pytest.mark.parametrize("kw", list(_sgd_cases()), ids=str)
 def test_sgd_matches_torch(kw, dtype):
     with precision(dtype):
         params = make_params(dtype)
         grads = make_grads(params, STEPS)
-        ours, state = _SGD_RUNS.get((np.dtype(dtype).name,), SGD_CASES.index(kw), params, grads)
+        ours, state = run_funcopt(fo.sgd(**kw), params, grads)
         theirs, opt, tparams = run_torch(lambda p: torch.optim.SGD(p, **kw), params, grads)
         assert_trajectories_close(ours, theirs, dtype)
         if kw["momentum"]:
@@ -65,53 +57,40 @@ def test_sgd_matches_torch(kw, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kw", ADAM_CASES, ids=str)
+@pytest.mark.parametrize("kw", list(_adam_cases()), ids=str)
 def test_adam_matches_torch(kw, dtype):
     with precision(dtype):
         params = make_params(dtype)
         grads = make_grads(params, STEPS)
-        ours, state = _ADAM_RUNS.get((np.dtype(dtype).name,), ADAM_CASES.index(kw), params, grads)
+        ours, state = run_funcopt(fo.adam(**kw), params, grads)
         theirs, opt, tparams = run_torch(lambda p: torch.optim.Adam(p, **kw), params, grads)
         assert_trajectories_close(ours, theirs, dtype)
         assert_state_close(state, opt, tparams, dtype)
         assert int(state.step) == int(opt.state[tparams[0]]["step"]) == STEPS
 
 
-def _adamw_kw(amsgrad):
-    return dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.3, amsgrad=amsgrad)
-
-
-_ADAMW_RUNS = SharedRuns(
-    lambda params, grads, dtype: run_funcopt_many([fo.adamw(**_adamw_kw(a)) for a in (False, True)], params, grads))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("amsgrad", [False, True])
 def test_adamw_matches_torch(amsgrad, dtype):
-    kw = _adamw_kw(amsgrad)
+    kw = dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.3, amsgrad=amsgrad)
     with precision(dtype):
         params = make_params(dtype)
         grads = make_grads(params, STEPS)
-        ours, state = _ADAMW_RUNS.get((np.dtype(dtype).name,), int(amsgrad), params, grads)
+        ours, state = run_funcopt(fo.adamw(**kw), params, grads)
         theirs, opt, tparams = run_torch(lambda p: torch.optim.AdamW(p, **kw), params, grads)
         assert_trajectories_close(ours, theirs, dtype)
         assert_state_close(state, opt, tparams, dtype)
 
 
-_COMPLEX_KW = {"sgd": dict(lr=0.03, momentum=0.9, weight_decay=0.01), "adam": dict(lr=0.03, amsgrad=True)}
-_COMPLEX_RUNS = SharedRuns(lambda params, grads, dtype: run_funcopt_many(
-    [getattr(fo, name)(**kw) for name, kw in _COMPLEX_KW.items()], params, grads))
-
-
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_complex_params_match_torch(name, dtype):
-    kw = _COMPLEX_KW[name]
+    kw = dict(lr=0.03, momentum=0.9, weight_decay=0.01) if name == "sgd" else dict(lr=0.03, amsgrad=True)
     tcls = torch.optim.SGD if name == "sgd" else torch.optim.Adam
     with precision(dtype):
         params = make_params(dtype)
         grads = make_grads(params, STEPS)
-        ours, _ = _COMPLEX_RUNS.get((np.dtype(dtype).name,), list(_COMPLEX_KW).index(name), params, grads)
+        ours, _ = run_funcopt(getattr(fo, name)(**kw), params, grads)
         theirs, _, _ = run_torch(lambda p: tcls(p, **kw), params, grads)
         assert_trajectories_close(ours, theirs, dtype)
 
