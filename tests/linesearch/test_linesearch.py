@@ -60,11 +60,24 @@ def _directions(f, p, seed):
     return [jax.tree.map(jnp.negative, g), scaled]
 
 
+_PHI = {}
+
+
 def _phi(f, p, d, t):
-    """Value and slope of f along d at step t."""
-    q = jax.tree.map(lambda x, y: x + t * y, p, d)
-    v, g = jax.value_and_grad(f)(q)
-    return v, float(jnp.vdot(_flat(g), _flat(d))), g
+    """Value and slope of f along d at step t.
+
+    One compiled program per objective (the checks call it hundreds of times: op by op, each call would
+    dispatch about a hundred operations and the first would compile each of them).
+    """
+    if f not in _PHI:
+        def phi(p, d, t):
+            q = jax.tree.map(lambda x, y: x + t * y, p, d)
+            v, g = jax.value_and_grad(f)(q)
+            return v, jnp.vdot(_flat(g), _flat(d)), g
+
+        _PHI[f] = jax.jit(phi)
+    v, slope, g = _PHI[f](p, d, t)
+    return v, float(slope), g
 
 
 # ---------------------------------------------------------------- strong Wolfe
