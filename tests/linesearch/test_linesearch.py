@@ -57,7 +57,9 @@ def _directions(f, p, seed):
     g = _phi(f, p, p, 0.0)[2]  # the gradient at p (t = 0), by the compiled phi
     rng = np.random.default_rng(seed)
     scaled = jax.tree.map(lambda x: -x * jnp.asarray(rng.uniform(0.1, 3.0, np.shape(x))), g)
-    return [jax.tree.map(jnp.negative, g), scaled]
+    # both directions strongly typed (the 0-d leaf of p is a weakly typed scalar, and so is its gradient):
+    # the jitted searches then take both with one compiled program
+    return [jax.tree.map(lambda x: -x.astype(x.dtype), g), scaled]
 
 
 _PHI = {}
