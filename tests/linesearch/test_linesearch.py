@@ -54,17 +54,32 @@ def _params(seed, scale=1.0):
 
 def _directions(f, p, seed):
     """Steepest descent and a scaled descent direction."""
-    g = jax.grad(f)(p)
+    g = _phi(f, p, p, 0.0)[2]  # the gradient at p (t = 0), by the compiled phi
     rng = np.random.default_rng(seed)
     scaled = jax.tree.map(lambda x: -x * jnp.asarray(rng.uniform(0.1, 3.0, np.shape(x))), g)
-    return [jax.tree.map(jnp.negative, g), scaled]
+    # both directions strongly typed (the 0-d leaf of p is a weakly typed scalar, and so is its gradient):
+    # the jitted searches then take both with one compiled program
+    return [jax.tree.map(lambda x: -x.astype(x.dtype), g), scaled]
+
+
+_PHI = {}
 
 
 def _phi(f, p, d, t):
-    """Value and slope of f along d at step t."""
-    q = jax.tree.map(lambda x, y: x + t * y, p, d)
-    v, g = jax.value_and_grad(f)(q)
-    return v, float(jnp.vdot(_flat(g), _flat(d))), g
+    """Value and slope of f along d at step t.
+
+    One compiled program per objective (the checks call it hundreds of times: op by op, each call would
+    dispatch about a hundred operations and the first would compile each of them).
+    """
+    if f not in _PHI:
+        def phi(p, d, t):
+            q = jax.tree.map(lambda x, y: x + t * y, p, d)
+            v, g = jax.value_and_grad(f)(q)
+            return v, jnp.vdot(_flat(g), _flat(d)), g
+
+        _PHI[f] = jax.jit(phi)
+    v, slope, g = _PHI[f](p, d, t)
+    return v, float(slope), g
 
 
 # ---------------------------------------------------------------- strong Wolfe

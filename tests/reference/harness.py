@@ -168,3 +168,89 @@ def assert_state_close(state: fo.OptimizerState, opt: Any, tparams: list, dtype,
             if np.size(y) == np.size(x):
                 y = y.reshape(x.shape)
             np.testing.assert_allclose(x, y, err_msg=f"state {torch_name} of param {i}", **tol)
+
+
+def _update_program(tx: fo.GradientTransformation, params: Any, state: Any, grads: Any) -> tuple:
+    """What ``tx.update`` computes from (grads, state, params): its jaxpr, its constants, the state's structure.
+
+    Two transformations with equal programs compute the same function of their states (hyperparameters
+    that differ live in the states as data), so one traced update serves both.
+    """
+    closed = jax.make_jaxpr(lambda g, s, p: tx.update(g, s, p))(grads, state, params)
+    consts = tuple((np.asarray(c).dtype.str, np.shape(c), np.asarray(c).tobytes()) for c in closed.consts)
+    return str(closed.jaxpr), consts, jax.tree.structure(state)
+
+
+def run_funcopt_many(txs: list[fo.GradientTransformation], params: Any, grads: list[Any]) -> list[tuple[list, Any]]:
+    """:func:`run_funcopt` for several transformations at once: one jitted program steps them all.
+
+    Each transformation keeps its own state and trajectory, exactly as alone; only compilation is shared.
+    XLA compiles one program for a whole parametrized table much faster than one program per case, and
+    cases whose updates are the same program (:func:`_update_program`: they differ only in hyperparameter
+    values, which are state) run through one traced copy of it, mapped over their stacked states with
+    ``lax.map`` (a loop, not a batched computation: each case sees the operations it would see alone).
+    Returns ``(history, state)`` per transformation, in order (the final states as NumPy arrays).
+    """
+    import jax.numpy as jnp
+
+    p = jax.tree.map(jnp.asarray, params)
+    g0 = jax.tree.map(jnp.asarray, grads[0])
+    states = jax.jit(lambda p: [tx.init(p) for tx in txs])(p)  # one program, not one per eager operation
+    groups: dict[tuple, list[int]] = {}
+    for i, (tx, s) in enumerate(zip(txs, states)):
+        groups.setdefault(_update_program(tx, p, s, g0), []).append(i)
+    members = list(groups.values())
+
+    def stack(trees):  # on the host: an eager jnp.stack would compile a program per shape
+        return jax.tree.map(lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *trees)
+
+    @jax.jit
+    def step(ps, ss, g):
+        out = []
+        for idx, q, s in zip(members, ps, ss):
+            tx = txs[idx[0]]
+
+            def one(qs, tx=tx):
+                u, s = tx.update(g, qs[1], qs[0])
+                return fo.apply_updates(qs[0], u), s
+
+            out.append(jax.lax.map(one, (q, s)))
+        return [q for q, _ in out], [s for _, s in out]
+
+    ps = [stack([p] * len(idx)) for idx in members]
+    ss = [stack([states[i] for i in idx]) for idx in members]
+    histories: list[list[Any]] = [[] for _ in txs]
+    for g in grads:
+        ps, ss = step(ps, ss, jax.tree.map(jnp.asarray, g))
+        for idx, q in zip(members, jax.device_get(ps)):
+            for k, i in enumerate(idx):
+                histories[i].append(jax.tree.map(lambda x, k=k: np.asarray(x[k]), q))
+    final = [None] * len(txs)
+    for idx, s in zip(members, jax.device_get(ss)):
+        for k, i in enumerate(idx):
+            final[i] = jax.tree.map(lambda x, k=k: np.asarray(x[k]), s)
+    return list(zip(histories, final))
+
+
+class SharedRuns:
+    """The funcopt trajectories of a parametrized table, computed together when the first case asks.
+
+    ``SharedRuns(build)``: ``build(params, grads, *key)`` returns the list of ``(history, state)`` of
+    every case of the table, in table order (usually through :func:`run_funcopt_many`). A test asks with
+    ``runs.get(key, index, params, grads)``; the table's runs are computed once per ``key`` (dtype, x64
+    mode, ...) and every later case reads its own entry. The parameters and gradients a case passes must be
+    those the table ran on (checked), so each case still compares its own inputs.
+    """
+
+    def __init__(self, build: Callable[..., list[tuple[list, Any]]]):
+        self._build = build
+        self._runs: dict[Any, tuple[Any, list[Any], list[tuple[list, Any]]]] = {}
+
+    def get(self, key: tuple, index: int, params: Any, grads: list[Any]) -> tuple[list, Any]:
+        key = (*key, bool(jax.config.jax_enable_x64))
+        if key not in self._runs:
+            self._runs[key] = (params, grads, self._build(params, grads, *key[:-1]))
+        ran_params, ran_grads, runs = self._runs[key]
+        for x, y in zip(jax.tree.leaves((ran_params, ran_grads)), jax.tree.leaves((params, grads)), strict=True):
+            np.testing.assert_array_equal(x, y)
+        return runs[index]

@@ -21,11 +21,13 @@ import torch.optim._muon as torch_muon_module
 
 import funcopt as fo
 from tests.reference.harness import (
+    SharedRuns,
     assert_trajectories_close,
     make_grads,
     make_params,
     precision,
     run_funcopt,
+    run_funcopt_many,
     run_torch,
     tolerance,
 )
@@ -66,13 +68,19 @@ def _adafactor_cases():
     yield dict(lr=0.2, beta2_decay=-0.3, eps=(1e-2, 0.5), d=1.2, weight_decay=0.02, maximize=True)
 
 
+ADAFACTOR_CASES = list(_adafactor_cases())
+# every case of a dtype steps in one compiled program (the cases share parameters and gradients)
+_ADAFACTOR_RUNS = SharedRuns(
+    lambda params, grads, dtype: run_funcopt_many([fo.adafactor(**kw) for kw in ADAFACTOR_CASES], params, grads))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kw", list(_adafactor_cases()), ids=str)
+@pytest.mark.parametrize("kw", ADAFACTOR_CASES, ids=str)
 def test_adafactor_matches_torch(kw, dtype):
     with precision(dtype):
         params = make_params(dtype)
         grads = make_grads(params, STEPS)
-        ours, state = run_funcopt(fo.adafactor(**kw), params, grads)
+        ours, state = _ADAFACTOR_RUNS.get((np.dtype(dtype).name,), ADAFACTOR_CASES.index(kw), params, grads)
         theirs, opt, tparams = run_torch(lambda p: torch.optim.Adafactor(p, **kw), params, grads)
         assert_trajectories_close(ours, theirs, dtype)
         _assert_slots_match_torch(state, opt, tparams, params, dtype, ("row_var", "col_var", "variance"))
@@ -227,30 +235,43 @@ def _exact_ns_torch(grad, ns_coefficients, ns_steps, eps):
     return x.T if grad.size(0) > grad.size(1) else x
 
 
-def _run_muon(kw, dtype):
+MUON_CASES = list(_muon_cases())
+
+
+def _muon_runs() -> SharedRuns:
+    return SharedRuns(
+        lambda params, grads, dtype: run_funcopt_many([fo.muon(**kw) for kw in MUON_CASES], params, grads))
+
+
+# one compiled program per dtype for all cases: with both sides' orthogonalization replaced (the
+# replacement is in place while the first case traces it), and as it is
+_MUON_SHARED_RUNS, _MUON_RUNS = _muon_runs(), _muon_runs()
+
+
+def _run_muon(kw, dtype, runs):
     params = make_params(dtype, shapes=MUON_SHAPES)
     grads = make_grads(params, STEPS)
-    ours, state = run_funcopt(fo.muon(**kw), params, grads)
+    ours, state = runs.get((np.dtype(dtype).name,), MUON_CASES.index(kw), params, grads)
     theirs, opt, tparams = run_torch(lambda p: torch.optim.Muon(p, **kw), params, grads)
     return params, ours, state, theirs, opt, tparams
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kw", list(_muon_cases()), ids=str)
+@pytest.mark.parametrize("kw", MUON_CASES, ids=str)
 def test_muon_matches_torch_with_a_shared_orthogonalization(kw, dtype, monkeypatch):
     monkeypatch.setattr(muon_module, "_zeropower_via_newtonschulz", _exact_ns_jax)
     monkeypatch.setattr(torch_muon_module, "_zeropower_via_newtonschulz", _exact_ns_torch)
     with precision(dtype):
-        params, ours, state, theirs, opt, tparams = _run_muon(kw, dtype)
+        params, ours, state, theirs, opt, tparams = _run_muon(kw, dtype, _MUON_SHARED_RUNS)
         assert_trajectories_close(ours, theirs, dtype)
         _assert_slots_match_torch(state, opt, tparams, params, dtype, ("momentum_buffer",))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kw", list(_muon_cases()), ids=str)
+@pytest.mark.parametrize("kw", MUON_CASES, ids=str)
 def test_muon_matches_torch_end_to_end(kw, dtype):
     with precision(dtype):
-        params, ours, state, theirs, opt, tparams = _run_muon(kw, dtype)
+        params, ours, state, theirs, opt, tparams = _run_muon(kw, dtype, _MUON_RUNS)
         # The momentum does not depend on the orthogonalization: exact parity.
         _assert_slots_match_torch(state, opt, tparams, params, dtype, ("momentum_buffer",))
         # Parameters: each step moves by lr * ratio * O with |O| of order 1, computed in bfloat16;
@@ -275,15 +296,22 @@ def test_muon_newton_schulz_matches_torch_bfloat16(steps, coefficients, dtype):
     shapes = [(4, 3), (3, 4), (2, 2), (1, 1), (1, 5), (6, 2), (8, 8), (16, 5), (32, 7)]
     rng = np.random.default_rng(7)
     with precision(dtype):
-        ns = jax.jit(lambda g: muon_module._zeropower_via_newtonschulz(
-            g, tuple(jnp.asarray(c) for c in coefficients), steps, jnp.asarray(1e-7)))
+        # one program orthogonalizes one matrix of every shape (the same function, traced per shape):
+        # the matrices, drawn in the order below, are run in 12 calls of one of each shape
+        ns = jax.jit(lambda gs: [muon_module._zeropower_via_newtonschulz(
+            g, tuple(jnp.asarray(c) for c in coefficients), steps, jnp.asarray(1e-7)) for g in gs])
         identical = 0
         cases = [(shape, scale) for shape in shapes for scale in (1e-3, 1.0, 50.0) for _ in range(4)]
-        for shape, scale in cases:
-            g = (rng.standard_normal(shape) * scale).astype(dtype)
+        drawn = [(rng.standard_normal(shape) * scale).astype(dtype) for shape, scale in cases]
+        per_shape = len(cases) // len(shapes)
+        results = [None] * len(cases)
+        for k in range(per_shape):
+            batch = list(range(k, len(cases), per_shape))  # one case of every shape
+            for i, out in zip(batch, ns([jnp.asarray(drawn[i]) for i in batch])):
+                results[i] = np.asarray(out, np.float64)
+        for g, ours in zip(drawn, results):
             theirs = torch_muon_module._zeropower_via_newtonschulz(
                 torch.tensor(g), coefficients, steps, 1e-7).double().numpy()
-            ours = np.asarray(ns(jnp.asarray(g)), np.float64)
             # every entry within a few bfloat16 ulps, most matrices bit for bit
             np.testing.assert_allclose(ours, theirs, rtol=2.0**-6, atol=2.0**-8 * np.abs(theirs).max())
             identical += int(np.array_equal(ours, theirs))
@@ -292,7 +320,8 @@ def test_muon_newton_schulz_matches_torch_bfloat16(steps, coefficients, dtype):
 
 def test_muon_orthogonalizes():
     g = jax.random.normal(jax.random.PRNGKey(0), (6, 4))
-    o = muon_module._zeropower_via_newtonschulz(g, muon_module.DEFAULT_NS_COEFFICIENTS, 5, 1e-7)
+    # one compiled program rather than one per operation
+    o = jax.jit(lambda g: muon_module._zeropower_via_newtonschulz(g, muon_module.DEFAULT_NS_COEFFICIENTS, 5, 1e-7))(g)
     singular = np.linalg.svd(np.asarray(o), compute_uv=False)
     # Keller Jordan's coefficients land the singular values roughly in [0.7, 1.2]
     assert singular.min() > 0.6 and singular.max() < 1.25, singular
