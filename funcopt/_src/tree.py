@@ -478,7 +478,8 @@ def shard_like(x: jax.Array, ref: jax.Array) -> jax.Array:
     device (what ``jax.jit(optax.adam(...).init)`` does to sharded parameters).
 
     Outside ``jit`` the sharding is known and ``x`` is ``device_put`` to it
-    when it is elsewhere. Under ``jit``, ``x`` and ``ref`` are tied with
+    when it is elsewhere. Under ``jit``, in a process with one device, ``x``
+    is returned as it is; with several, ``x`` and ``ref`` are tied with
     ``jax.experimental.shard_alike``, which XLA's sharding propagation honours
     and then removes: no run-time cost, no communication, the same values.
     With explicit mesh axes (``jax.set_mesh``) the sharding is part of the
@@ -518,6 +519,11 @@ def shard_like(x: jax.Array, ref: jax.Array) -> jax.Array:
         if typeof(x).sharding.is_equivalent_to(target, x.ndim):
             return x
         return jax.sharding.reshard(x, target)
+    if jax.process_count() == 1 and jax.device_count() == 1 and jax.device_count("cpu") == 1:
+        # one device: nothing to place. shard_alike would still number its pair from a process-wide
+        # counter, so the same function traced twice would lower to different text and miss the
+        # compilation cache (a fresh optimizer's init would compile anew in every jit)
+        return x
     src = ref if x.shape == ref.shape else jax.lax.slice(ref, (0,) * ref.ndim, x.shape)
     from jax.experimental.shard_alike import shard_alike
 

@@ -88,3 +88,14 @@ def test_tree_math():
     np.testing.assert_allclose(tu.tree_add_scaled(a, 2.0, b)["y"], [6.0, 4.0])
     assert not bool(tu.tree_all_finite({"a": jnp.array([jnp.nan])}))
     assert tu.tree_cast({"a": jnp.ones(1), "i": jnp.ones(1, jnp.int32)}, jnp.float16)["i"].dtype == jnp.int32
+
+
+def test_jitted_init_lowers_to_the_same_text_each_trace_on_one_device():
+    """On one device shard_like adds nothing to the program: a fresh jit of the same init lowers to the same
+    text, so the compilation cache serves it (shard_alike numbers its pairs from a process-wide counter)."""
+    import funcopt as fo
+
+    params = {"a": jnp.ones(3), "b": jnp.ones((2, 2)), "c": jnp.ones((2, 1))}
+    for tx in (fo.adam(1e-3), fo.adafactor(1e-3), fo.sgd(0.1, momentum=0.9)):
+        first, second = (jax.jit(tx.init).lower(params).as_text() for _ in range(2))
+        assert first == second
