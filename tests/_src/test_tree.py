@@ -96,6 +96,6 @@ def test_jitted_init_lowers_to_the_same_text_each_trace_on_one_device():
     import funcopt as fo
 
     params = {"a": jnp.ones(3), "b": jnp.ones((2, 2)), "c": jnp.ones((2, 1))}
-    for tx in (fo.adam(1e-3), fo.adafactor(1e-3), fo.sgd(0.1, momentum=0.9)):
-        first, second = (jax.jit(tx.init).lower(params).as_text() for _ in range(2))
+    for make in (lambda: fo.adam(1e-3), lambda: fo.adafactor(1e-3), lambda: fo.sgd(0.1, momentum=0.9)):
+        first, second = (jax.jit(make().init).lower(params).as_text() for _ in range(2))  # two fresh functions
         assert first == second
