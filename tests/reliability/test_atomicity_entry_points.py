@@ -151,7 +151,7 @@ def test_failing_call_changes_nothing(name: str, path: Path, tmp_dir: str) -> No
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_after_every_failure_the_optimizer_steps_like_a_twin(name: str, tmp_dir: str) -> None:
-    check_steps_like_a_twin(name, PATHS, tmp_dir)
+    check_steps_like_a_twin(name, PATHS, tmp_dir, _TRAINED)
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path):

@@ -10,6 +10,7 @@ next step as if the bad one never happened.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -48,7 +49,13 @@ def loss_fn(p: Any) -> jax.Array:
     return sum(jnp.sum((x - 0.25) ** 2) for x in jax.tree.leaves(p))
 
 
+@functools.cache
 def make(name: str) -> tuple[fo.GradientTransformation, dict[str, Any]]:
+    """One functional optimizer per name for the whole file.
+
+    A GradientTransformation is pure (its state lives in what ``init`` returns), so the tests may share
+    one; they then share the programs it traced for these shapes instead of tracing them per test.
+    """
     extra = {"value_fn": loss_fn} if name == "lbfgs" else {}
     return getattr(fo, name)(**FUNCTIONAL[name]), extra
 

@@ -1,8 +1,9 @@
-"""Properties of every optimizer over random pytrees (hypothesis).
+"""Properties of every optimizer over drawn pytrees (hypothesis).
 
-Random pytrees nest dicts, lists and tuples; their leaves have shapes from 0-d to 3-d,
-size-0 shapes included, and dtypes float16, bfloat16, float32 and float64 (several in
-one tree). Through every functional optimizer:
+Each optimizer has one sequence of leaves: shapes from 0-d to 3-d, size-0 shapes included, and
+dtypes float16, bfloat16, float32 and float64, all in one tree (for Muon 2-d shapes only). The
+examples put it in drawn nestings of dicts, lists and tuples (their keys and depth drawn too) and
+draw its values. Through every functional optimizer:
 
 * updates, parameters and state keep their structure, shapes and dtypes, step after step;
 * ``jax.jit`` and eager execution agree (to a tolerance set by the dtype: the two
@@ -15,14 +16,16 @@ Through every stateful class: ``opt(grads)`` keeps the structure, shapes and dty
 ``opt.params``; ``state_dict()`` loaded into a fresh optimizer gives back the same
 ``state_dict()`` bit for bit, and both then take the same next step, bit for bit.
 
-Each optimizer runs one hand-written tree with every dtype, a 0-d and a size-0 leaf, then a
-few drawn ones (``PROPERTY_EXAMPLES``, default 2), so the file stays within about a minute
-on two cores; raise it to search longer. The seed is fixed per optimizer (runs repeat); set
-``PROPERTY_SEED`` to any string to draw other trees.
+Each optimizer runs one hand-written tree, then a few drawn ones (``PROPERTY_EXAMPLES``,
+default 2); raise it to search longer. The leaves are the same in every example of an
+optimizer, so every drawn tree reuses the programs the first one compiled (see
+tests/reliability/structures.py) and costs little more than tracing. The seed is fixed per
+optimizer (runs repeat); set ``PROPERTY_SEED`` to any string to draw other trees.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import zlib
@@ -37,6 +40,7 @@ from hypothesis import HealthCheck, assume, example, given, seed, settings
 
 import funcopt as fo
 from tests.reliability.snapshot import canon, first_difference
+from tests.reliability.structures import jit_flat, trees_over
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "2"))
 SALT = os.environ.get("PROPERTY_SEED", "")
@@ -67,23 +71,6 @@ class Leaf:
         return f"{self.dtype}{self.shape}"
 
 
-def leaf_specs(shapes: tuple[tuple[int, ...], ...]) -> st.SearchStrategy[Leaf]:
-    return st.builds(Leaf, st.sampled_from(shapes), st.sampled_from(DTYPES))
-
-
-def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(
-        st.dictionaries(st.sampled_from(("a", "b", "c", "weight", "bias")), children, min_size=1, max_size=3),
-        st.lists(children, min_size=1, max_size=3),
-        st.lists(children, min_size=1, max_size=3).map(tuple),
-    )
-
-
-def tree_specs(shapes: tuple[tuple[int, ...], ...] = SHAPES) -> st.SearchStrategy[Any]:
-    """A pytree of leaf specs whose top level is a container (a bare array is not a parameter pytree)."""
-    return containers(st.recursive(leaf_specs(shapes), containers, max_leaves=4))
-
-
 def build(spec: Any, rng: np.random.Generator, scale: float = 1.0) -> Any:
     def leaf(s: Leaf) -> jax.Array:
         return jnp.asarray(rng.standard_normal(s.shape) * scale, dtype=s.dtype)
@@ -92,11 +79,23 @@ def build(spec: Any, rng: np.random.Generator, scale: float = 1.0) -> Any:
 
 
 def rich_spec(name: str) -> Any:
-    """Every dtype, nesting of all three containers, a 0-d (or for Muon a 1-row) and a size-0 leaf."""
+    """Every dtype, nesting of all three containers, every shape of ``shapes_for(name)``: a 0-d (or for
+    Muon a 1-row), a 3-d and size-0 leaves among them."""
     if name == "muon":
         return {"w": [Leaf((2, 3), "float32"), (Leaf((3, 2), "bfloat16"), Leaf((0, 3), "float16"))],
                 "b": Leaf((1, 4), "float64")}
-    return {"w": [Leaf((2, 3), "float32"), (Leaf((), "bfloat16"), Leaf((0,), "float16"))], "b": Leaf((3,), "float64")}
+    spec = {"w": [Leaf((2, 3), "float32"), (Leaf((), "bfloat16"), Leaf((0,), "float16"))], "b": Leaf((3,), "float64"),
+            "c": (Leaf((1,), "float32"), [Leaf((2, 1, 2), "float16")])}
+    if name != "adafactor":
+        spec["c"][1].append(Leaf((0, 2), "bfloat16"))
+    return spec
+
+
+def drawn_specs(name: str) -> st.SearchStrategy[Any]:
+    """The leaves of ``rich_spec(name)``, in flatten order, in drawn nestings."""
+    leaves = jax.tree.leaves(rich_spec(name))
+    assert {s.shape for s in leaves} == set(shapes_for(name)) and {s.dtype for s in leaves} == set(DTYPES)
+    return trees_over(leaves)
 
 
 def loosest_dtype(spec: Any) -> str:
@@ -179,6 +178,13 @@ def test_every_optimizer_is_covered():
     assert set(STATEFUL.values()) == set(FUNCTIONAL)
 
 
+@functools.cache
+def functional_optimizer(name: str, **changes: Any) -> fo.GradientTransformation:
+    """One optimizer per name (and changes) for all examples: it is pure, and keeps the programs it
+    traced for each kind of leaf, which every example then reuses."""
+    return getattr(fo, name)(**{**FUNCTIONAL[name], **changes})
+
+
 def shapes_for(name: str) -> tuple[tuple[int, ...], ...]:
     return {"muon": MATRIX_SHAPES, "adafactor": ADAFACTOR_SHAPES}.get(name, SHAPES)
 
@@ -227,18 +233,18 @@ def assert_bits(a: Any, b: Any, what: str) -> None:
 def test_functional_properties(name: str) -> None:
     @seeded(name)
     @SETTINGS
-    @given(spec=tree_specs(shapes_for(name)), seed=st.integers(0, 2**16))
+    @given(spec=drawn_specs(name), seed=st.integers(0, 2**16))
     @example(spec=rich_spec(name), seed=7)
     def check(spec: Any, seed: int) -> None:
         assume(searchable(name, spec))
         with jax.enable_x64(uses_float64(spec)):
             rng = np.random.default_rng(seed)
             params = build(spec, rng)
-            kw = FUNCTIONAL[name]
-            tx = getattr(fo, name)(**kw)
+            tx = functional_optimizer(name)
             extra = extra_args(name)
-            update = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra))  # value_fn is closed over
-            apply = jax.jit(fo.apply_updates)
+            # jitted through a flat signature: the trees of every example share one compiled program
+            update = jit_flat(lambda g, s, p: tx.update(g, s, p, **extra))  # value_fn is closed over
+            apply = jit_flat(fo.apply_updates)
 
             # two jitted steps
             init_state = tx.init(params)
@@ -276,7 +282,7 @@ def test_functional_properties(name: str) -> None:
             if name == "ftrl":
                 expected = jax.tree.map(jnp.zeros_like, params)
             elif name == "asgd":
-                lambd0 = fo.asgd(**{**kw, "lambd": 0.0})
+                lambd0 = functional_optimizer(name, lambd=0.0)
                 moved = fo.apply_updates(params, lambd0.update(zeros, lambd0.init(params), params)[0])
             for m, e in zip(jax.tree.leaves(moved), jax.tree.leaves(expected)):
                 np.testing.assert_array_equal(np.asarray(m), np.asarray(e), err_msg=f"{name}: zero gradients")
@@ -310,7 +316,7 @@ def test_stateful_properties(cls_name: str) -> None:
 
     @seeded(name)
     @SETTINGS
-    @given(spec=tree_specs(shapes_for(name)), seed=st.integers(0, 2**16))
+    @given(spec=drawn_specs(name), seed=st.integers(0, 2**16))
     @example(spec=rich_spec(name), seed=7)
     def check(spec: Any, seed: int) -> None:
         assume(searchable(name, spec))
