@@ -97,13 +97,18 @@ def main() -> None:
     ap.add_argument("--workloads", nargs="*", default=None,
                     help="only these train-step workloads (N-leaves: N small matrices, e.g. 200-leaves)")
     ap.add_argument("--steps", type=int, default=None, help="steps per process (default 30, 8 with --quick)")
+    ap.add_argument("--keep-train", action="store_true",
+                    help="measure the update tables only; the report keeps its train-step section as it was")
     args = ap.parse_args()
     out = args.out or os.path.join(ROOT, "docs", "benchmarks_gpu.md" if args.device == "gpu" else "benchmarks.md")
     steps = args.steps or (8 if args.quick else 30)
     rounds = 1 if args.quick else args.rounds
     optimizers = ["adam"] if args.quick else OPTIMIZERS
     worker = os.path.join(HERE, "_worker.py")
-    train_rows = train_steps(worker, args.workloads or TRAIN_WORKLOADS, steps, rounds, args.device)
+    kept = kept_train_section(out) if args.keep_train else None
+    if args.keep_train and kept is None:
+        raise SystemExit(f"--keep-train: {out} has no train-step section to keep")
+    train_rows = [] if kept else train_steps(worker, args.workloads or TRAIN_WORKLOADS, steps, rounds, args.device)
     if args.train:
         print("\n".join(train_table(train_rows)))
         return
@@ -126,7 +131,29 @@ def main() -> None:
                                rounds, args.device)
     for c, r in tiny.items():
         print("tiny", c, json.dumps(r), flush=True)
-    write_report(out, rows, tiny, triad, steps, rounds, args.device, train_rows)
+    write_report(out, rows, tiny, triad, steps, rounds, args.device, train_rows, kept)
+
+
+TRAIN_HEADING = "## Train step: loss + grad + Adam"
+
+
+def kept_train_section(path: str) -> list[str] | None:
+    """The train-step section of an existing report, marked as kept from its earlier run (None if absent)."""
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if TRAIN_HEADING not in lines:
+        return None
+    start = lines.index(TRAIN_HEADING)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    measured = next((line for line in lines if line.startswith("Measured ")), "")
+    when = measured.split()[1] if len(measured.split()) > 1 else "an earlier run"
+    note = [line for line in lines[start + 1:end] if line.startswith("*This section was measured")]
+    section = [line for line in lines[start + 1:end] if not line.startswith("*This section was measured")]
+    note = note or [f"*This section was measured {when} and kept when the update tables above were measured "
+                    "again (`--keep-train`).*"]
+    return [TRAIN_HEADING, "", *note, *section]
 
 
 def train_steps(worker: str, workloads: list[str], steps: int, rounds: int, device: str = "cpu") -> list[dict]:
@@ -144,7 +171,7 @@ def train_steps(worker: str, workloads: list[str], steps: int, rounds: int, devi
 
 def train_table(rows: list[dict]) -> list[str]:
     """The train-step table (step and compile time as ratios to optax's jitted train step) and its targets."""
-    lines = ["## Train step: loss + grad + Adam", "",
+    lines = [TRAIN_HEADING, "",
              "One training step per call: a loss that multiplies each weight matrix by a batch of 32 inputs (a "
              "vector scales its batch elementwise), its gradient and Adam's update. *optax-train* and "
              "*funcopt-train* are the same jitted, donated function with `optax.adam` and `fo.adam` (per leaf); "
@@ -308,7 +335,8 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def write_report(path: str, rows: list[dict], tiny: dict, triad: dict, steps: int, rounds: int,
-                 device: str = "cpu", train_rows: list[dict] | None = None) -> None:
+                 device: str = "cpu", train_rows: list[dict] | None = None,
+                 train_section: list[str] | None = None) -> None:
     bw = triad.get("inplace_gbs")
     gpu = device == "gpu"
     where = (f"on {triad.get('device_kind', 'a GPU')} (JAX with CUDA, torch on cuda)" if gpu else
@@ -393,6 +421,8 @@ def write_report(path: str, rows: list[dict], tiny: dict, triad: dict, steps: in
     lines += targets(rows, tiny, bw, device)
     if train_rows:
         lines += train_table(train_rows)
+    elif train_section:
+        lines += train_section
     lines += ["## Dispatch overhead", "",
               "Adam on a two-leaf model (20 floats): the whole cost of one step call.", "",
               "| contender | step us |", "|---|---|"]
