@@ -140,7 +140,7 @@ def test_parameters_placed_on_a_device_compile_one_step_program_across_lr_edits(
     opt = fo.optim.Adam(params, lr=0.1)
     reference = fo.optim.Adam(jax.tree.map(np.asarray, params), lr=0.1)  # uncommitted: the plain case
     per_step = []
-    for i, lr in enumerate([0.1, 0.1, 0.05, 0.05, 0.02, 0.01]):
+    for lr in [0.1, 0.1, 0.05, 0.05, 0.02, 0.01]:
         for o in (opt, reference):
             o.param_groups[0]["lr"] = lr
         before = len(compiles)
