@@ -38,8 +38,9 @@ def pytest_configure(config):
     else:
         root, worker = os.environ[_CACHE_ROOT], workerinput["workerid"]
     own = os.path.join(root, worker)
-    # read by jax when it starts: the folder of this worker's child processes
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = own
+    # read by jax when it starts: the folder of this worker's child processes, of their own (they compile
+    # with XLA's default code generator, and the cache key does not tell the two apart: see _fast_cpu_codegen)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = f"{own}-children"
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program, however quick to compile
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
     import jax
@@ -63,8 +64,8 @@ def _fast_cpu_codegen() -> None:
     elementwise op may differ in the last bit of a transcendental function, inside every tolerance here.
     The processes that tests start (the 8-device sharding checks, the notebooks, the benchmark and
     example scripts) run XLA's default code generator: the flag is in the environment only while this
-    process's backend starts. ``FUNCOPT_TESTS_XLA_DEFAULTS=1``, or an ``XLA_FLAGS`` that sets the option,
-    keeps the default here too.
+    process's backend starts; so do the few tests marked ``default_codegen`` (see ``pytest_pyfunc_call``).
+    ``FUNCOPT_TESTS_XLA_DEFAULTS=1``, or an ``XLA_FLAGS`` that sets the option, keeps the default here too.
     """
     flags = os.environ.get("XLA_FLAGS")
     if os.environ.get("FUNCOPT_TESTS_XLA_DEFAULTS") == "1" or "xla_cpu_use_fusion_emitters" in (flags or ""):
@@ -74,11 +75,42 @@ def _fast_cpu_codegen() -> None:
         import jax
 
         jax.devices()  # XLA reads XLA_FLAGS once, when the backend starts
+        _FAST_CODEGEN_ON[0] = True
     finally:
         if flags is None:
             del os.environ["XLA_FLAGS"]
         else:
             os.environ["XLA_FLAGS"] = flags
+
+
+def _codegen_is_fast() -> bool:
+    return _FAST_CODEGEN_ON[0]
+
+
+_FAST_CODEGEN_ON = [False]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A test marked ``default_codegen`` runs in a child pytest process on XLA's default code generator.
+
+    Such a test asserts that two different programs agree to the last bit (a packed and a per-leaf
+    layout, a vmapped and a single update): a property of the code XLA generates, which users get with
+    the default generator and which the elemental emitters of this process do not keep.
+    """
+    if pyfuncitem.get_closest_marker("default_codegen") is None or not _codegen_is_fast():
+        return None
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FUNCOPT_TESTS_XLA_DEFAULTS="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           pyfuncitem.nodeid], cwd=str(pyfuncitem.config.rootpath), env=env,
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode != 0 or " passed" not in done.stdout:
+        pytest.fail(f"{pyfuncitem.nodeid} on XLA's default code generator:\n{(done.stdout + done.stderr)[-6000:]}",
+                    pytrace=False)
+    return True
 
 
 def _atomic_cache_writes() -> bool:

@@ -66,6 +66,7 @@ def test_small_leaves_are_packed_and_large_ones_keep_their_shape(limit8):
     assert [x.shape for x in fo.pack(_tree(), max_packed_size=None).buffers] == [(32,), (15,)]
 
 
+@pytest.mark.default_codegen  # bit-for-bit across two layouts' programs
 @pytest.mark.parametrize("cls, kw", [(fo.optim.Adam, {"weight_decay": 0.1}), (fo.optim.SGD, {"momentum": 0.9}),
                                      (fo.optim.AdamW, {"mu_dtype": jnp.bfloat16})])
 def test_mixed_layout_gives_the_per_leaf_numbers(limit8, cls, kw):
