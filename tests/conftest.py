@@ -62,9 +62,10 @@ def _fast_cpu_codegen() -> None:
     compile such programs two to three times faster (a tests/compat run: 63 -> 45 s of CPU). The HLO
     (fusions, aliasing, donation) and the funcopt code under test are the same; the machine code of an
     elementwise op may differ in the last bit of a transcendental function, inside every tolerance here.
-    The processes that tests start (the 8-device sharding checks, the notebooks, the benchmark and
-    example scripts) run XLA's default code generator: the flag is in the environment only while this
-    process's backend starts; so do the few tests marked ``default_codegen`` (see ``pytest_pyfunc_call``).
+    The processes that tests start (the 8-device sharding checks, which compare sharded and one-device
+    programs bit for bit in places, the notebooks, the benchmark and example scripts) run XLA's default
+    code generator: the flag is in the environment only while this process's backend starts; so do the
+    few tests marked ``default_codegen`` (see ``pytest_pyfunc_call``).
     ``FUNCOPT_TESTS_XLA_DEFAULTS=1``, or an ``XLA_FLAGS`` that sets the option, keeps the default here too.
     """
     flags = os.environ.get("XLA_FLAGS")
@@ -90,26 +91,38 @@ def _codegen_is_fast() -> bool:
 _FAST_CODEGEN_ON = [False]
 
 
+# nodeid -> (passed, output) of the tests marked default_codegen, run together in one child pytest
+_DEFAULT_CODEGEN_RUNS: dict[str, tuple[bool, str]] = {}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     """A test marked ``default_codegen`` runs in a child pytest process on XLA's default code generator.
 
     Such a test asserts that two different programs agree to the last bit (a packed and a per-leaf
     layout, a vmapped and a single update): a property of the code XLA generates, which users get with
-    the default generator and which the elemental emitters of this process do not keep.
+    the default generator and which the elemental emitters of this process do not keep. The first of
+    them to run starts one child for all of them (they are ordered first, see
+    ``pytest_collection_modifyitems``, so one worker gets them all); each reports its own outcome.
     """
     if pyfuncitem.get_closest_marker("default_codegen") is None or not _codegen_is_fast():
         return None
     import subprocess
     import sys
 
-    env = dict(os.environ, FUNCOPT_TESTS_XLA_DEFAULTS="1")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                           pyfuncitem.nodeid], cwd=str(pyfuncitem.config.rootpath), env=env,
-                          capture_output=True, text=True, timeout=900)
-    if done.returncode != 0 or " passed" not in done.stdout:
-        pytest.fail(f"{pyfuncitem.nodeid} on XLA's default code generator:\n{(done.stdout + done.stderr)[-6000:]}",
-                    pytrace=False)
+    nodeid = pyfuncitem.nodeid
+    if nodeid not in _DEFAULT_CODEGEN_RUNS:
+        marked = [item.nodeid for item in pyfuncitem.session.items if item.get_closest_marker("default_codegen")]
+        env = dict(os.environ, FUNCOPT_TESTS_XLA_DEFAULTS="1")
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-p",
+                               "no:xdist", *marked], cwd=str(pyfuncitem.config.rootpath), env=env,
+                              capture_output=True, text=True, timeout=900)
+        lines = set(done.stdout.splitlines())
+        for other in marked:
+            _DEFAULT_CODEGEN_RUNS[other] = (f"PASSED {other}" in lines, (done.stdout + done.stderr)[-6000:])
+    passed, output = _DEFAULT_CODEGEN_RUNS[nodeid]
+    if not passed:
+        pytest.fail(f"{nodeid} on XLA's default code generator:\n{output}", pytrace=False)
     return True
 
 
@@ -174,11 +187,12 @@ def compiles():
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long tests (marked ``slow``) run first.
+    """The long tests (marked ``slow``) run first, then those marked ``default_codegen`` (one child process).
 
     pytest-xdist's ``load`` scheduler gives each worker a consecutive chunk of the items first (a quarter
     of its share: the long tests all land in the first chunk) and then refills whichever worker runs
     short, a few items at a time; so the many short tests that come last even the workers out. Started
     last, one long test could keep a worker busy after the other has finished everything else.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 item.get_closest_marker("default_codegen") is None))
