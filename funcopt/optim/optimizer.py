@@ -1188,15 +1188,20 @@ def _is_pytree_node(x: Any) -> bool:
 
 
 def _scalar_placement(params: list[Any]) -> jax.sharding.Sharding | None:
-    """Where a step over ``params`` puts an array it returns replicated: None for uncommitted parameters."""
-    for p in params:
-        if isinstance(p, jax.Array) and p.committed:
-            sharding = p.sharding
-            if isinstance(sharding, jax.sharding.NamedSharding):
-                return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-            if len(sharding.device_set) == 1:
-                return jax.sharding.SingleDeviceSharding(next(iter(sharding.device_set)))
-            return None
+    """Where a step over ``params`` puts an array it returns replicated: None for uncommitted parameters.
+
+    Read from the group's first array only (this runs before every step, and a group of thousands of
+    leaves would otherwise be scanned each time): a model is placed as a whole. A group whose first
+    array is uncommitted and others placed keeps jit's own choice, which costs one more compile.
+    """
+    p = params[0] if params else None
+    if not isinstance(p, jax.Array) or not p.committed:
+        return None
+    sharding = p.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    if len(sharding.device_set) == 1:
+        return jax.sharding.SingleDeviceSharding(next(iter(sharding.device_set)))
     return None
 
 
